@@ -1,0 +1,3 @@
+from particlesnn.cli import main
+
+main()

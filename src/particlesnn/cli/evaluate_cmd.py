@@ -1,0 +1,1 @@
+"""Commands: evaluate_cmd (being written)."""

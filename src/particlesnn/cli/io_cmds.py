@@ -1,0 +1,1 @@
+"""Commands: io_cmds (being written)."""

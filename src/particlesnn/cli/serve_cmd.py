@@ -1,0 +1,1 @@
+"""Commands: serve_cmd (being written)."""

@@ -1,0 +1,1 @@
+"""Commands: synth_cmd (being written)."""

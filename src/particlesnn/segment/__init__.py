@@ -1,0 +1,40 @@
+"""Instance segmentation: a levelled height map -> a label image.
+
+Label images are the currency between stages: 2D integer array, 0 = background,
+k = particle k, labels consecutive 1..n. Each particle also gets a confidence score in [0, 1].
+
+Methods (selectable everywhere the detector is):
+
+* ``"model"``     the shipped neural network (ONNX, :mod:`particlesnn.model`), decoded by
+                  :mod:`particlesnn.segment.decode`;
+* ``"threshold"`` WSxM/Gwyddion-style "flooding": one global height threshold (Otsu or manual);
+* ``"watershed"`` threshold + distance-transform watershed to split touching particles.
+
+The input is expected with particles bright (positive heights); the caller orients dark
+particles first (:func:`particlesnn.preprocess.orient`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+METHODS = ("model", "threshold", "watershed")
+
+
+@dataclass
+class Segmentation:
+    """Result of a segmentation.
+
+    labels : (rows, cols) int32, 0 = background, 1..n particles (consecutive).
+    scores : (n,) float, confidence of particle k at index k-1 (1.0 for classic methods).
+    info   : what the method decided (threshold used, scale factor, model name ...).
+    """
+
+    labels: np.ndarray
+    scores: np.ndarray
+    info: dict = field(default_factory=dict)
+
+    @property
+    def count(self) -> int:
+        return int(self.scores.shape[0])
