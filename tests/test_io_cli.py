@@ -1,0 +1,88 @@
+"""`particlesnn info` and `particlesnn convert` through typer's CliRunner."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from particlesnn import HeightMap
+from particlesnn import io as pio
+
+try:
+    from particlesnn.cli import app
+except Exception:  # another command module half-written: test ours through its own module
+    from particlesnn.cli._app import app
+    import particlesnn.cli.io_cmds  # noqa: F401  (registers info/convert)
+
+runner = CliRunner()
+
+
+def _hm(rows=16, cols=20):
+    rng = np.random.default_rng(1)
+    return HeightMap(rng.normal(size=(rows, cols)).astype(np.float32) * 2 + 10, pixel_size=(2.5, 2.5),
+                     channel="Topography", unit="nm")
+
+
+def test_info_table(tmp_path):
+    p = pio.write(_hm(), tmp_path / "a.gsf")
+    res = runner.invoke(app, ["info", str(p)], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    out = res.output
+    for text in ("a.gsf", "Gwyddion Simple Field", "Topography", "20 x 16", "50 x 40", "2.5", " nm"):
+        assert text in out, text
+
+
+def test_info_unreadable_and_constant(tmp_path):
+    good = pio.write(_hm(), tmp_path / "good.txt")
+    const = pio.write(HeightMap(np.full((10, 10), 3.0), pixel_size=(1, 1)), tmp_path / "flat.txt")
+    bad = tmp_path / "bad.sxm"
+    bad.write_text("no scan here\n")
+    res = runner.invoke(app, ["info", str(good), str(const), str(bad)], env={"COLUMNS": "200"})
+    assert res.exit_code == 1
+    out = res.output
+    assert "good.txt" in out and "WSxM ASCII matrix" in out
+    assert "constant image" in out
+    assert "error: bad.sxm: unknown or unsupported format" in out
+    assert "Traceback" not in out
+
+
+def test_info_real_samples(samples_dir):
+    files = [str(samples_dir / r) for r in (
+        "sxm/pySPM_test.sxm", "gwy/PTO_110_Virgin0001.gwy", "nid/circles.nid", "mdt/test_mdt.mdt")]
+    res = runner.invoke(app, ["info", *files], env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    for text in ("Nanonis SXM", "5000 x 5000", "Z_fwd", "HeightRetrace", "Topography_fwd", "nA", "1F:Iprobe"):
+        assert text in res.output, text
+
+
+@pytest.mark.parametrize("to, ext", [("gsf", ".gsf"), ("txt", ".txt")])
+def test_convert_round_trip(tmp_path, to, ext):
+    src = pio.write(_hm(), tmp_path / "in.gsf")
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["convert", str(src), "--to", to, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    written = out / f"in{ext}"
+    back = pio.read(written)
+    assert np.array_equal(back.data.astype(np.float32), _hm().data)
+    assert back.pixel_size == pytest.approx((2.5, 2.5))
+
+
+def test_convert_channel_and_errors(tmp_path, samples_dir):
+    src = samples_dir / "sxm/STM_Au-111_Flat.sxm"
+    res = runner.invoke(app, ["convert", str(src), "--to", "gsf", "--out", str(tmp_path), "--channel", "Current"])
+    assert res.exit_code == 0, res.output
+    hm = pio.read(tmp_path / "STM_Au-111_Flat_Current_fwd.gsf")
+    assert hm.unit == "nA" and hm.shape == (256, 256)
+    bad = runner.invoke(app, ["convert", str(src), "--to", "gsf", "--out", str(tmp_path), "--channel", "Phase"])
+    assert bad.exit_code == 2
+    assert "STM_Au-111_Flat.sxm: no channel 'Phase'" in bad.output
+    fmt = runner.invoke(app, ["convert", str(src), "--to", "bmp", "--out", str(tmp_path)])
+    assert fmt.exit_code == 2 and "cannot convert to 'bmp'" in fmt.output
+
+
+def test_convert_refuses_to_overwrite_input(tmp_path):
+    src = pio.write(_hm(), tmp_path / "x.txt")
+    before = src.read_bytes()
+    res = runner.invoke(app, ["convert", str(src), "--to", "txt"])
+    assert res.exit_code == 2 and "would overwrite the input" in res.output
+    assert src.read_bytes() == before
