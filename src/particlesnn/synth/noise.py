@@ -1,0 +1,66 @@
+"""Random fields used by the generator: 1/f^beta fields and series, band-limited textures."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def fractal_field(shape: tuple[int, int], beta: float, rng: np.random.Generator,
+                  rms: float = 1.0, fmin: float = 0.0) -> np.ndarray:
+    """A zero-mean 2D random field with power spectrum ~ 1/f^beta.
+
+    shape : (rows, cols) px. beta : spectral exponent (2 ~ Brownian surface, 0 = white).
+    rms : standard deviation of the result (same unit as wanted, e.g. nm).
+    fmin : frequencies below this (cycles/px) are removed (0 keeps all but the mean).
+    Returns float64 array of ``shape``.
+    """
+    rows, cols = shape
+    fy = np.fft.fftfreq(rows)[:, None]
+    fx = np.fft.rfftfreq(cols)[None, :]
+    f = np.sqrt(fx * fx + fy * fy)
+    f[0, 0] = 1.0
+    amp = f ** (-beta / 2.0)
+    amp[0, 0] = 0.0
+    if fmin > 0:
+        amp[f < fmin] = 0.0
+    spec = amp * (rng.standard_normal(f.shape) + 1j * rng.standard_normal(f.shape))
+    out = np.fft.irfft2(spec, s=shape)
+    sd = out.std()
+    if sd > 0:
+        out *= rms / sd
+    return out
+
+
+def bandpass_field(shape: tuple[int, int], scale_px: float, rng: np.random.Generator,
+                   rms: float = 1.0) -> np.ndarray:
+    """A zero-mean texture whose features are about ``scale_px`` px across.
+
+    Gaussian-ring spectrum centred on 1/scale_px cycles/px (relative width 0.5). Used for
+    amorphous-carbon speckle and grains. Returns float64 of ``shape`` with std ``rms``.
+    """
+    rows, cols = shape
+    fy = np.fft.fftfreq(rows)[:, None]
+    fx = np.fft.rfftfreq(cols)[None, :]
+    f = np.sqrt(fx * fx + fy * fy)
+    f0 = 1.0 / max(scale_px, 1.0)
+    amp = np.exp(-0.5 * ((f - f0) / (0.5 * f0)) ** 2)
+    amp[0, 0] = 0.0
+    spec = amp * (rng.standard_normal(f.shape) + 1j * rng.standard_normal(f.shape))
+    out = np.fft.irfft2(spec, s=shape)
+    sd = out.std()
+    if sd > 0:
+        out *= rms / sd
+    return out
+
+
+def pink_series(n: int, rng: np.random.Generator, beta: float = 1.0, rms: float = 1.0) -> np.ndarray:
+    """A 1D zero-mean series of length ``n`` with spectrum ~ 1/f^beta and std ``rms``."""
+    f = np.fft.rfftfreq(n)
+    f[0] = 1.0
+    amp = f ** (-beta / 2.0)
+    amp[0] = 0.0
+    spec = amp * (rng.standard_normal(f.shape) + 1j * rng.standard_normal(f.shape))
+    out = np.fft.irfft(spec, n=n)
+    sd = out.std()
+    if sd > 0:
+        out *= rms / sd
+    return out
