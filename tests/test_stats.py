@@ -1,0 +1,164 @@
+"""Statistics with known answers."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from particlesnn import InputError
+from particlesnn import stats
+
+
+def table(d_nm, border=None, image=None, ps=0.5):
+    d = np.asarray(d_nm, float)
+    df = pd.DataFrame({
+        "label": np.arange(1, d.size + 1),
+        "area_px2": math.pi * (d / ps) ** 2 / 4, "area_nm2": math.pi * d ** 2 / 4,
+        "eq_diameter_px": d / ps, "eq_diameter_nm": d,
+        "length_nm": d * 1.2, "width_nm": d, "length_px": d * 1.2 / ps, "width_px": d / ps,
+        "height_max_nm": d / 2,
+        "touches_border": np.zeros(d.size, bool) if border is None else np.asarray(border),
+    })
+    if image is not None:
+        df["image"] = image
+    return df
+
+
+def test_sem_is_std_over_sqrt_n_and_mid_surface():
+    d = np.array([2.0, 3.0, 4.0, 5.0, 9.0])
+    s = stats.summarize_image(table(d), image_area_nm2=1000.0)
+    assert s["length_unit"] == "nm"
+    assert s["eq_diameter_nm_mean"] == pytest.approx(d.mean())
+    assert s["eq_diameter_nm_median"] == pytest.approx(4.0)
+    assert s["eq_diameter_nm_std"] == pytest.approx(d.std(ddof=1))
+    assert s["eq_diameter_nm_sem"] == pytest.approx(d.std(ddof=1) / math.sqrt(5))
+    assert s["d_mean_nm"] == pytest.approx(d.mean())
+    assert s["d_std_nm"] == pytest.approx(d.std(ddof=1))
+    assert s["d_mid_surface_nm"] == pytest.approx(math.sqrt(np.mean(d ** 2)))
+    assert s["count"] == 5
+    assert s["density_per_100nm2"] == pytest.approx(0.5)
+    assert s["density_per_um2"] == pytest.approx(5000.0)
+    assert s["coverage"] == pytest.approx(np.sum(math.pi * d ** 2 / 4) / 1000.0)
+
+
+def test_border_particles_counted_but_not_sized_and_filters():
+    d = [2.0, 4.0, 6.0, 50.0]
+    df = table(d, border=[False, False, False, True])
+    s = stats.summarize_image(df, image_area_nm2=1e4)
+    assert s["count"] == 4 and s["n_border"] == 1 and s["n_sized"] == 3
+    assert s["eq_diameter_nm_mean"] == pytest.approx(4.0)
+    s2 = stats.summarize_image(df, image_area_nm2=1e4, include_border=True)
+    assert s2["eq_diameter_nm_mean"] == pytest.approx(15.5)
+    s3 = stats.summarize_image(df, image_area_nm2=1e4, min_diameter=3.0, max_diameter=10.0)
+    assert s3["count"] == 2 and s3["eq_diameter_nm_mean"] == pytest.approx(5.0)
+
+
+def test_pixels_when_scale_unknown():
+    d = np.array([10.0, 20.0, 30.0])
+    df = table(d).drop(columns=[c for c in table(d).columns if c.endswith(("_nm", "_nm2"))])
+    s = stats.summarize_image(df, image_shape_px=(100, 200))
+    assert s["length_unit"] == "px"
+    assert not any(k.endswith(("_nm", "nm2")) or "_nm_" in k for k in s)
+    assert "density_per_100nm2" not in s
+    assert s["density_per_mpx"] == pytest.approx(3 / 20000 * 1e6)
+    assert s["eq_diameter_px_mean"] == pytest.approx(40.0)  # d / 0.5 px
+
+
+def test_lognormal_recovers_parameters():
+    rng = np.random.default_rng(1)
+    mu, sigma = math.log(5.0), 0.3
+    d = rng.lognormal(mu, sigma, 2000)
+    f = stats.fit_lognormal(d)
+    assert f["mu"] == pytest.approx(mu, abs=3 * sigma / math.sqrt(2000))
+    assert f["sigma"] == pytest.approx(sigma, rel=0.05)
+    assert f["median"] == pytest.approx(5.0, rel=0.03)
+    assert f["mode"] == pytest.approx(math.exp(f["mu"] - f["sigma"] ** 2))
+    assert f["ks_p"] > 0.01
+    # a normal (not log-normal) wide sample is rejected
+    bad = stats.fit_lognormal(np.abs(rng.normal(5, 2.5, 2000)) + 0.01)
+    assert bad["ks_p"] < 0.01
+
+
+def test_joint_equals_concatenated():
+    rng = np.random.default_rng(2)
+    a = table(rng.lognormal(1.5, 0.2, 40), image="a")
+    b = table(rng.lognormal(1.7, 0.3, 60), image="b")
+    both = pd.concat([a, b], ignore_index=True)
+    images = pd.DataFrame({"image": ["a", "b"], "area_nm2": [1e4, 2e4]})
+    res = stats.summarize_set(both, images)
+    concat = stats.summarize_image(both.drop(columns="image"), image_area_nm2=3e4)
+    for k, v in concat.items():
+        if isinstance(v, float) and math.isfinite(v):
+            assert res["joint"][k] == pytest.approx(v), k
+    assert res["joint"]["count"] == 100
+    assert res["per_image"].loc["a", "count"] == 40
+    assert res["per_image"].loc["b", "density_per_100nm2"] == pytest.approx(60 / 2e4 * 100)
+    assert res["joint"]["density_per_100nm2"] == pytest.approx(100 / 3e4 * 100)
+
+
+def test_image_without_particles_counts_as_zero():
+    a = table([3.0, 4.0], image="a")
+    res = stats.summarize_set(a, {"a": {"area_nm2": 100.0}, "empty": {"area_nm2": 100.0}})
+    assert res["per_image"].loc["empty", "count"] == 0
+    assert res["joint"]["density_per_100nm2"] == pytest.approx(1.0)
+
+
+def test_groups_table_and_tests():
+    rng = np.random.default_rng(3)
+    parts = [table(rng.lognormal(1.5, 0.2, 300), image="a1"),
+             table(rng.lognormal(1.5, 0.2, 300), image="a2"),
+             table(rng.lognormal(2.0, 0.2, 300), image="b1")]
+    p = pd.concat(parts, ignore_index=True)
+    groups = pd.DataFrame({"image": ["a1", "a2", "b1"], "group": ["ctrl", "ctrl", "heated"]})
+    t = stats.group_table(p, groups)
+    assert t.loc["ctrl", "n_images"] == 2 and t.loc["ctrl", "n_particles"] == 600
+    ctrl = p[p.image.isin(["a1", "a2"])]["eq_diameter_nm"]
+    assert t.loc["ctrl", "eq_diameter_nm_mean"] == pytest.approx(ctrl.mean())
+    assert t.loc["ctrl", "eq_diameter_nm_sem"] == pytest.approx(ctrl.std() / math.sqrt(600))
+    c = stats.compare_groups(p, dict(zip(groups.image, groups.group)))
+    assert len(c) == 1 and c.loc[0, "ks_p"] < 1e-6 and c.loc[0, "mw_p"] < 1e-6
+    same = stats.compare_groups(p[p.image != "b1"], {"a1": "x", "a2": "y"})
+    assert same.loc[0, "ks_p"] > 0.001
+    with pytest.raises(InputError):
+        stats.compare_groups(p, {"a1": "x"})
+
+
+def test_groups_from_paths():
+    g = stats.groups_from_paths(["/d/ctrl/s1.txt", "/d/heated/s2.sxm"])
+    assert g == {"s1": "ctrl", "s2": "heated"}
+
+
+def test_measure_then_summarize_end_to_end():
+    from particlesnn import HeightMap
+    from particlesnn.measure import measure
+    yy, xx = np.mgrid[0:200, 0:200]
+    lab = np.zeros((200, 200), np.int32)
+    radii = [10, 14, 18, 22]
+    for k, (r, cx) in enumerate(zip(radii, (25.5, 70.5, 120.5, 170.5)), start=1):
+        lab[(xx - cx) ** 2 + (yy - 100.5) ** 2 <= r * r] = k
+    lab[0:6, 0:6] = 5  # a border particle: counted, not sized
+    hm = HeightMap((lab > 0) * 1.0, pixel_size=(0.25, 0.25))
+    df = measure(hm, lab)
+    s = stats.summarize_image(df, image_shape_px=hm.shape)  # pixel size from df.attrs
+    d = np.array(radii) * 2 * 0.25
+    assert s["count"] == 5 and s["n_sized"] == 4
+    assert s["image_area_nm2"] == pytest.approx(2500.0)
+    assert s["density_per_100nm2"] == pytest.approx(0.2)
+    assert s["eq_diameter_nm_mean"] == pytest.approx(d.mean(), rel=0.01)
+    assert s["d_mid_surface_nm"] == pytest.approx(math.sqrt(np.mean(d ** 2)), rel=0.01)
+    assert s["height_max_nm_mean"] == pytest.approx(1.0)
+
+
+def test_mixed_scales_pool_in_pixels():
+    a = table([2.0, 4.0], image="a")  # nm known
+    b = table([3.0], image="b").drop(columns=["eq_diameter_nm", "area_nm2", "length_nm",
+                                              "width_nm", "height_max_nm"])
+    res = stats.summarize_set(pd.concat([a, b], ignore_index=True),
+                              {"a": {"rows": 10, "cols": 10}, "b": {"rows": 10, "cols": 10}})
+    assert res["length_unit"] == "px"
+    assert "eq_diameter_px_mean" in res["per_image"].columns
+    assert "eq_diameter_nm_mean" not in res["per_image"].columns
+    assert res["per_image"].loc["a", "eq_diameter_px_mean"] == pytest.approx(6.0)
+    assert res["joint"]["eq_diameter_px_mean"] == pytest.approx(6.0)
