@@ -1,0 +1,148 @@
+"""The web pages in a real browser (Playwright driving Debian's Chromium).
+
+Upload a sample, wait for the results, see the overlay and the table, select and delete a
+particle (the count drops), undo, draw a new particle, download the CSV. Screenshots go to
+the test's tmp folder (``PNN_SCREENSHOTS=/some/dir`` keeps them there instead).
+
+Skipped when /usr/bin/chromium or the playwright package is missing. CI needs:
+``apt-get install -y chromium`` and ``pip install playwright`` (never ``playwright install``).
+"""
+from __future__ import annotations
+
+import io
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.exists():
+    pytest.skip("no /usr/bin/chromium (apt-get install chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("uvicorn")
+
+from particlesnn import HeightMap  # noqa: E402
+from particlesnn.io import gsf  # noqa: E402
+from particlesnn.web import create_app  # noqa: E402
+
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def sample(path: Path, n: int = 30, size: int = 160, seed: int = 3) -> Path:
+    """An STM-like map: Gaussian particles (0.5 nm/px), a slight tilt and noise, as .gsf."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(float)
+    z = 0.3 * xx / size + rng.normal(0, 0.05, (size, size))
+    placed: list[tuple[float, float]] = []
+    while len(placed) < n:
+        cy, cx = rng.uniform(10, size - 10, 2)
+        if all((cy - a) ** 2 + (cx - b) ** 2 > 16**2 for a, b in placed):
+            placed.append((cy, cx))
+            s = rng.uniform(2.0, 3.5)
+            z += 2.5 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s))
+    gsf.write(path, HeightMap(z, pixel_size=(0.5, 0.5)))
+    return path
+
+
+@pytest.fixture
+def server(tmp_path):
+    import uvicorn
+
+    app = create_app(tmp_path / "data")
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error"))
+    th = threading.Thread(target=srv.run, daemon=True)
+    th.start()
+    t0 = time.time()
+    while not srv.started and time.time() - t0 < 20:
+        time.sleep(0.05)
+    port = srv.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    th.join(10)
+
+
+@pytest.fixture
+def shots(tmp_path) -> Path:
+    out = Path(os.environ.get("PNN_SCREENSHOTS", tmp_path / "screenshots"))
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def count_shown(page) -> int:
+    return int(page.inner_text("#count").strip("() ").split()[0])
+
+
+def test_upload_view_edit_download(server, tmp_path, shots):
+    path = sample(tmp_path / "particles.gsf")
+    errors: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 950}, accept_downloads=True)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server + "/")
+        page.set_input_files("#file-input", str(path))
+        assert "particles.gsf" in page.inner_text("#file-list")
+        page.select_option("#method", "threshold")
+        page.uncheck("#refine")  # keep the test fast
+        page.fill("#user", "browser-test")
+        page.screenshot(path=shots / "web_upload.png")
+        page.click("#upload-btn")
+
+        # set page: progress, then the image done
+        page.wait_for_url("**/sets/**")
+        page.wait_for_selector("#images-table .badge.done", timeout=60_000)
+        page.wait_for_selector("#set-hist svg")
+        page.screenshot(path=shots / "web_set.png", full_page=True)
+        page.click("#images-table tbody a")
+
+        # result page: overlay polygons and table rows agree
+        page.wait_for_selector("#polys path")
+        n = count_shown(page)
+        assert n >= 20
+        assert page.locator("#polys path").count() == n
+        assert page.locator("#ptable tbody tr").count() == n
+        assert page.locator("#summary").inner_text().startswith("particles")
+
+        # click a particle: its row is highlighted
+        page.locator("#polys path").nth(3).click()
+        assert page.locator("#ptable tbody tr.sel").count() == 1
+        label = page.locator("#ptable tbody tr.sel").get_attribute("data-label")
+        assert page.locator(f'#polys path[data-label="{label}"]').get_attribute("class") == "p sel"
+        page.screenshot(path=shots / "web_result.png")
+
+        # delete it: the count drops at once (table, overlay, summary)
+        page.click("#btn-delete")
+        page.wait_for_function(f"document.querySelector('#count').textContent === '({n - 1})'")
+        assert page.locator("#polys path").count() == n - 1
+        assert f"{n - 1}" in page.locator("#summary tr").first.inner_text()
+
+        # the CSV follows the edit
+        with page.expect_download() as dl:
+            page.click("#dl-csv")
+        csv = Path(dl.value.path()).read_text()
+        assert len(pd.read_csv(io.StringIO(csv))) == n - 1
+
+        # undo restores it
+        page.click("#btn-undo")
+        page.wait_for_function(f"document.querySelector('#count').textContent === '({n})'")
+
+        # draw a new particle in a free corner: 4 clicks on the map, then Enter
+        page.click('[data-mode="add"]')
+        to_screen = """([x, y]) => { const s = document.getElementById('scene');
+            const pt = document.getElementById('svg').createSVGPoint(); pt.x = x; pt.y = y;
+            const q = pt.matrixTransform(s.getScreenCTM()); return [q.x, q.y]; }"""
+        for xy in ([1, 1], [7, 1], [7, 7], [1, 7]):
+            sx, sy = page.evaluate(to_screen, xy)
+            page.mouse.click(sx, sy)
+        page.keyboard.press("Enter")
+        page.wait_for_function(f"document.querySelector('#count').textContent === '({n + 1})'")
+        page.screenshot(path=shots / "web_edited.png")
+        browser.close()
+    assert not errors, errors
+    for name in ("web_upload.png", "web_set.png", "web_result.png", "web_edited.png"):
+        assert (shots / name).stat().st_size > 10_000
