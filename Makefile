@@ -27,13 +27,16 @@ check-env: $(VENV)/.installed-dev
 	@if $(BIN)/python -m pip list 2>/dev/null | grep -iE '^(torchvision|nvidia-)' ; then \
 	  echo "error: torchvision or nvidia-* packages are installed in $(VENV)"; exit 1; fi
 
+# The bundled real AFM file plus a small synthetic STM set made on the spot.
 demo: $(VENV)/.installed
-	rm -rf demo-out
-	$(BIN)/particlesnn analyze examples --out demo-out
-	@echo "Open demo-out/report.html"
+	rm -rf demo-out demo-input
+	$(BIN)/particlesnn synth --n 3 --preset stm-sparse --size 256 --seed 1 --out demo-input/synthetic
+	$(BIN)/particlesnn analyze examples --out demo-out/example
+	$(BIN)/particlesnn analyze "demo-input/synthetic/images/*.gsf" --out demo-out/synthetic
+	@echo "Open demo-out/example/report.html and demo-out/synthetic/report.html"
 
 test: check-env
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) demo-out
+	rm -rf $(VENV) demo-out demo-input

@@ -1,8 +1,30 @@
-"""The typer application every command module registers on."""
+"""The typer application every command module registers on.
+
+Bad input (:class:`particlesnn.InputError`) raised by any command becomes one line on stderr,
+``error: <file>: <problem>``, and exit status 2 -- no traceback -- whether the app is run from
+the console script or from ``typer.testing.CliRunner``.
+"""
+import sys
+
+import click
 import typer
+from typer.core import TyperGroup
+
+from particlesnn.errors import InputError
+
+
+class _Group(TyperGroup):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except InputError as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(2)
+
 
 app = typer.Typer(
     name="particlesnn",
+    cls=_Group,
     help="Find, outline and measure nanoparticles in scanning probe microscope images.",
     no_args_is_help=True,
     add_completion=False,

@@ -1,1 +1,229 @@
-"""Commands: analyze_cmd (being written)."""
+"""Commands ``analyze`` (the main job) and ``measure`` (re-import edited contours)."""
+from __future__ import annotations
+
+import glob
+import shutil
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from particlesnn.cli._app import app
+from particlesnn.errors import InputError
+
+# Files in an input folder that are our own outputs or side files, never images to analyse.
+_SKIP_SUFFIXES = (".labels.tif", ".overlay.png", ".image.png", ".csv", ".json", ".parquet",
+                  ".md", ".yaml", ".yml", ".html", ".svg", ".zip", ".py", ".txt.bak")
+
+
+def expand_inputs(inputs: list[str]) -> list[Path]:
+    """Files, folders (recursively: files of supported formats) and globs -> sorted file list."""
+    from particlesnn import io
+
+    exts = {e.lower() for e in io.SUPPORTED}
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                name = f.name.lower()
+                if f.is_file() and f.suffix.lower() in exts and not name.endswith(_SKIP_SUFFIXES) \
+                        and not name.startswith(".") and "license" not in name:
+                    out.append(f)
+        elif p.exists():
+            out.append(p)
+        else:
+            matches = sorted(glob.glob(item, recursive=True))
+            if not matches:
+                raise InputError(p, "no such file, folder or matching glob")
+            out.extend(Path(m) for m in matches if Path(m).is_file())
+    seen, unique = set(), []
+    for f in out:
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique
+
+
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise InputError(out, "output folder exists and is not empty "
+                                  "(choose another --out or pass --overwrite)")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _load_config(config: Optional[Path]) -> dict:
+    if config is None:
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(config.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise InputError(config, f"cannot read config: {err}") from None
+    if not isinstance(data, dict):
+        raise InputError(config, "config must be a mapping of option: value")
+    return data
+
+
+def _options(config: Optional[Path], given: dict):
+    """Options from the config file, overridden by the options given on the command line."""
+    from particlesnn.pipeline import AnalyzeOptions
+
+    merged = _load_config(config)
+    merged.update({k: v for k, v in given.items() if v is not None})
+    try:
+        return AnalyzeOptions.from_dict(merged)
+    except (TypeError, ValueError) as err:
+        raise InputError(config, str(err)) from None
+
+
+def _summary_table(results, failed, set_stats):
+    from rich.table import Table
+
+    t = Table(title="particlesnn analyze", show_lines=False)
+    for c in ("image", "particles", "density", "mean d ± SEM", "seconds", "notes"):
+        t.add_column(c, justify="right" if c not in ("image", "notes") else "left")
+
+    def fmt(s):
+        u = s.get("length_unit", "px")
+        d = s.get(f"d_mean_{u}")
+        e = s.get(f"d_sem_{u}")
+        dens = (f"{s['density_per_um2']:.4g} /µm²" if "density_per_um2" in s
+                else f"{s.get('density_per_mpx', float('nan')):.4g} /Mpx")
+        dtxt = "–" if d is None or d != d else f"{d:.3g} ± {e:.2g} {u}" if e == e else f"{d:.3g} {u}"
+        return dens, dtxt
+
+    for r in results:
+        dens, dtxt = fmt(r.summary)
+        t.add_row(r.name, str(r.summary.get("count", 0)), dens, dtxt, f"{r.seconds:.2f}",
+                  "; ".join(r.warnings))
+    for f, why in failed:
+        t.add_row(Path(f).name, "–", "–", "–", "–", f"[red]FAILED: {why}[/red]")
+    if results:
+        dens, dtxt = fmt(set_stats["joint"])
+        t.add_row("[b]ALL[/b]", str(set_stats["joint"].get("count", 0)), dens, dtxt,
+                  f"{sum(r.seconds for r in results):.2f}", "")
+    return t
+
+
+@app.command()
+def analyze(
+    inputs: list[str] = typer.Argument(..., help="Files, folders or globs to analyse."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+    method: Optional[str] = typer.Option(None, help="model | threshold | watershed (default model)."),
+    diameter: Optional[float] = typer.Option(None, help="Typical particle diameter hint (nm; px if no scale)."),
+    pixel_size: Optional[float] = typer.Option(None, "--pixel-size", help="Override pixel size, nm/px."),
+    polarity: Optional[str] = typer.Option(None, help="auto | bright | dark (default auto)."),
+    min_size: Optional[float] = typer.Option(None, "--min-size", help="Minimum equivalent diameter (nm; px if no scale)."),
+    max_size: Optional[float] = typer.Option(None, "--max-size", help="Maximum equivalent diameter (nm; px if no scale)."),
+    include_border: Optional[bool] = typer.Option(None, "--include-border/--exclude-border",
+                                                  help="Border-touching particles in size statistics (default: excluded)."),
+    refine: Optional[bool] = typer.Option(None, "--refine/--no-refine", help="Gaussian contour refinement (default on)."),
+    channel: Optional[str] = typer.Option(None, help="Channel of multi-channel files."),
+    scale_bar: Optional[float] = typer.Option(None, "--scale-bar",
+                                              help="Plain images: length (nm) of the burnt-in scale bar."),
+    config: Optional[Path] = typer.Option(None, help="YAML file with any of these options."),
+    overwrite: bool = typer.Option(False, help="Replace an existing, non-empty output folder."),
+) -> None:
+    """Read -> level -> detect -> refine -> measure -> statistics, plots, exports and a report."""
+    import yaml
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from particlesnn.export.results import write_image_outputs, write_set_outputs
+    from particlesnn.pipeline import analyze_file
+
+    opts = _options(config, dict(method=method, diameter=diameter, pixel_size=pixel_size,
+                                 polarity=polarity, min_size=min_size, max_size=max_size,
+                                 include_border=include_border, refine=refine, channel=channel,
+                                 scale_bar=scale_bar))
+    files = expand_inputs(inputs)
+    if not files:
+        raise InputError(Path(inputs[0]), "no files of a supported format found")
+    _prepare_out(out, overwrite)
+    (out / "config.yaml").write_text(yaml.safe_dump(opts.to_dict(), sort_keys=False))
+
+    console = Console(stderr=True)
+    results, failed = [], []
+    names = set()
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        task = progress.add_task("analysing", total=len(files))
+        for f in files:
+            progress.update(task, description=f"analysing {f.name}")
+            try:
+                r = analyze_file(f, opts)
+                if r.name in names:  # two inputs with the same stem: keep both
+                    r.heightmap.metadata["stem_clash"] = True
+                    r.heightmap.source = f.with_name(f"{f.stem}_{len(names)}{f.suffix}")
+                names.add(r.name)
+                write_image_outputs(r, out)
+                results.append(r)
+            except InputError as err:
+                failed.append((str(f), err.problem))
+                console.print(f"[red]skipped[/red] {err}")
+            progress.advance(task)
+    set_stats = write_set_outputs(results, out, options=opts.to_dict(), failed=failed,
+                                  include_border=opts.include_border)
+    Console().print(_summary_table(results, failed, set_stats))
+    Console().print(f"Outputs in {out}/ (report: {out / 'report.html'})")
+    if failed:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def measure(
+    images: list[str] = typer.Argument(..., help="Image files the annotations belong to."),
+    annotations: Path = typer.Option(..., "--annotations", "-a",
+                                     help="Edited LabelMe JSON (file or folder), VIA or COCO JSON."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+    pixel_size: Optional[float] = typer.Option(None, "--pixel-size", help="Override pixel size, nm/px."),
+    polarity: Optional[str] = typer.Option(None, help="auto | bright | dark (default auto)."),
+    include_border: Optional[bool] = typer.Option(None, "--include-border/--exclude-border"),
+    min_size: Optional[float] = typer.Option(None, "--min-size"),
+    max_size: Optional[float] = typer.Option(None, "--max-size"),
+    channel: Optional[str] = typer.Option(None),
+    config: Optional[Path] = typer.Option(None, help="YAML options (e.g. the config.yaml of the analyze run)."),
+    overwrite: bool = typer.Option(False),
+) -> None:
+    """Re-import edited contours (LabelMe / VIA / COCO) and recompute measures and statistics."""
+    import yaml
+    from rich.console import Console
+
+    from particlesnn import io
+    from particlesnn.export.annotations import read_annotations
+    from particlesnn.export.results import write_image_outputs, write_set_outputs
+    from particlesnn.pipeline import prepare, remeasure
+
+    cfg = _load_config(config)
+    for k in ("method", "diameter", "refine"):
+        cfg.pop(k, None)
+    opts = _options(None, {**cfg, **{k: v for k, v in dict(
+        pixel_size=pixel_size, polarity=polarity, include_border=include_border,
+        min_size=min_size, max_size=max_size, channel=channel).items() if v is not None}})
+    files = expand_inputs(images)
+    _prepare_out(out, overwrite)
+    (out / "config.yaml").write_text(yaml.safe_dump(opts.to_dict(), sort_keys=False))
+    results, failed = [], []
+    for f in files:
+        try:
+            hm = io.read(f, channel=opts.channel)
+            levelled, pol = prepare(hm, opts)
+            labels = read_annotations(annotations, hm.name, levelled.shape)
+            r = remeasure(levelled, labels, None, opts, heightmap=hm)
+            r.polarity = pol
+            write_image_outputs(r, out)
+            results.append(r)
+        except InputError as err:
+            failed.append((str(f), err.problem))
+            Console(stderr=True).print(f"[red]skipped[/red] {err}")
+    set_stats = write_set_outputs(results, out, options=opts.to_dict(), failed=failed,
+                                  include_border=opts.include_border)
+    Console().print(_summary_table(results, failed, set_stats))
+    if failed:
+        raise typer.Exit(code=1)

@@ -137,7 +137,8 @@ def format_name(path: str | Path) -> str:
     return _module(key).FORMAT
 
 
-def read(path: str | Path, channel: str | None = None) -> HeightMap:
+def read(path: str | Path, channel: str | None = None, *, pixel_size: float | None = None,
+         scale_bar: float | None = None) -> HeightMap:
     """Read an SPM or image file into a HeightMap.
 
     Parameters
@@ -148,6 +149,11 @@ def read(path: str | Path, channel: str | None = None) -> HeightMap:
     channel : str, optional
         Channel name (see :func:`list_channels`); ``"Z"`` also selects ``"Z_fwd"``. Default:
         the forward topography/height channel, else the first one.
+    pixel_size : float, optional
+        Plain images only: pixel size in nm/px (instrument files carry their own).
+    scale_bar : float, optional
+        Plain images only: length in nm of the burnt-in scale bar, which then sets the pixel
+        size (see :func:`particlesnn.io.image.read`).
 
     Returns
     -------
@@ -161,6 +167,9 @@ def read(path: str | Path, channel: str | None = None) -> HeightMap:
         Missing, empty, truncated, unknown-format or inconsistent file; unknown channel.
     """
     mod = _module(detect(path))
+    if mod.__name__.endswith(".image"):
+        return _guarded(mod, path, lambda: mod.read(path, channel=channel, pixel_size=pixel_size,
+                                                    scale_bar=scale_bar))
     return _guarded(mod, path, lambda: mod.read(path, channel=channel))
 
 

@@ -38,3 +38,25 @@ class Segmentation:
     @property
     def count(self) -> int:
         return int(self.scores.shape[0])
+
+
+def segment(hm, method: str = "model", *, diameter: float | None = None, **kwargs) -> Segmentation:
+    """Segment a levelled, oriented height map (particles bright) into particles.
+
+    Parameters
+    ----------
+    hm : HeightMap
+        Levelled map, particles bright; ``hm.pixel_size`` in nm/px or None.
+    method : "model", "threshold" or "watershed".
+    diameter : typical particle diameter hint, nm when the scale is known else px (model only).
+    kwargs : passed to the method (e.g. ``level`` for the classic methods).
+    """
+    if method == "model":
+        from particlesnn.segment.neural import segment_model
+
+        return segment_model(hm, diameter=diameter, **kwargs)
+    if method in ("threshold", "watershed"):
+        from particlesnn.segment import classic
+
+        return getattr(classic, method)(hm.data, **kwargs)
+    raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")

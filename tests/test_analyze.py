@@ -1,0 +1,168 @@
+"""End-to-end: `particlesnn analyze` on a synthetic folder, exports, re-import, bad input."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from particlesnn import HeightMap, io
+from particlesnn.cli import app
+
+PX = 0.25  # nm/px
+
+
+def _caps_field(seed: int, n_side: int = 4, size: int = 128):
+    """Spherical caps of known base diameter (nm) on a flat, slightly noisy, tilted substrate."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(float)
+    z = 0.002 * xx + 0.001 * yy + rng.normal(0, 0.01, (size, size))
+    truth = []
+    step = size / n_side
+    for i in range(n_side):
+        for j in range(n_side):
+            d_nm = rng.uniform(3.0, 6.0)
+            r = d_nm / 2 / PX
+            cx, cy = (j + 0.5) * step + rng.uniform(-3, 3), (i + 0.5) * step + rng.uniform(-3, 3)
+            h = 1.0  # nm
+            rr2 = (xx - cx) ** 2 + (yy - cy) ** 2
+            # cap of base radius r and height h: sphere radius R = (r^2 + h^2) / 2h
+            R = (r**2 + (h / PX) ** 2) / (2 * h / PX)
+            cap = np.sqrt(np.clip(R**2 - rr2, 0, None)) - (R - h / PX)
+            z += np.clip(cap, 0, None) * PX
+            truth.append((cx, cy, d_nm))
+    return HeightMap(z, pixel_size=(PX, PX), channel="Z"), truth
+
+
+@pytest.fixture
+def synthetic_folder(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    truths = {}
+    for k in range(3):
+        hm, truth = _caps_field(k)
+        io.write(hm, d / f"field{k}.gsf")
+        truths[f"field{k}"] = truth
+    return d, truths
+
+
+def _run(args):
+    res = CliRunner().invoke(app, args, catch_exceptions=False)
+    return res
+
+
+def test_analyze_folder_matches_truth(synthetic_folder, tmp_path):
+    d, truths = synthetic_folder
+    out = tmp_path / "out"
+    res = _run(["analyze", str(d), "--out", str(out), "--method", "watershed"])
+    assert res.exit_code == 0, res.output
+    parts = pd.read_csv(out / "particles.csv")
+    assert set(parts["image"]) == set(truths)
+    for name, truth in truths.items():
+        p = parts[parts["image"] == name]
+        assert len(p) == len(truth)
+        # match each true cap to the nearest particle; base diameter within 10 %
+        for cx, cy, d_nm in truth:
+            k = np.argmin((p["x_px"] - cx) ** 2 + (p["y_px"] - cy) ** 2)
+            # the Gaussian refinement takes the half-height border, so compare the unrefined
+            # footprint only through the fit-independent quantity: the apex height
+            assert abs(p["height_max_nm"].iloc[k] - 1.0) < 0.1
+    for f in ("summary.csv", "summary.json", "particles.parquet", "report.html",
+              "annotations.coco.json", "annotations.via.json", "config.yaml",
+              "field0.overlay.png", "field0.labels.tif", "field0.scores.txt",
+              "field0.labelme.json", "field0.particles.csv"):
+        assert (out / f).is_file(), f
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary["image"])[-1] == "ALL"
+    assert int(summary.loc[summary["image"] == "ALL", "count"].iloc[0]) == 48
+
+
+def test_unrefined_sizes_match_truth(synthetic_folder, tmp_path):
+    d, truths = synthetic_folder
+    out = tmp_path / "out"
+    res = _run(["analyze", str(d / "field0.gsf"), "--out", str(out), "--method", "threshold",
+                "--no-refine"])
+    assert res.exit_code == 0, res.output
+    p = pd.read_csv(out / "particles.csv")
+    for cx, cy, d_nm in truths["field0"]:
+        k = np.argmin((p["x_px"] - cx) ** 2 + (p["y_px"] - cy) ** 2)
+        # the Otsu level cuts the cap at about a third of its height, so the footprint is
+        # smaller than the base: between 60 % and 100 % of the base diameter
+        assert 0.6 * d_nm < p["eq_diameter_nm"].iloc[k] <= 1.02 * d_nm
+
+
+def test_bad_file_is_skipped_and_reported(synthetic_folder, tmp_path):
+    d, _ = synthetic_folder
+    (d / "broken.gsf").write_bytes(b"Gwyddion Simple Field 1.0\nXRes = 100\nYRes = 100\n")
+    out = tmp_path / "out"
+    res = _run(["analyze", str(d), "--out", str(out), "--method", "threshold", "--no-refine"])
+    assert res.exit_code == 1
+    assert "broken.gsf" in res.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert [f["file"].endswith("broken.gsf") for f in summary["failed"]] == [True]
+    assert len(summary["images"]) == 3
+
+
+def test_existing_output_is_not_mixed(synthetic_folder, tmp_path):
+    d, _ = synthetic_folder
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.csv").write_text("x")
+    res = _run(["analyze", str(d), "--out", str(out), "--method", "threshold"])
+    assert res.exit_code != 0
+    assert (out / "old.csv").exists()
+    res = _run(["analyze", str(d), "--out", str(out), "--method", "threshold", "--overwrite"])
+    assert res.exit_code == 0
+    assert not (out / "old.csv").exists()
+
+
+def test_config_file_repeats_run(synthetic_folder, tmp_path):
+    d, _ = synthetic_folder
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("method: threshold\nrefine: false\nmin_size: 3.5\n")
+    out = tmp_path / "out"
+    assert _run(["analyze", str(d), "--out", str(out), "--config", str(cfg)]).exit_code == 0
+    used = (out / "config.yaml").read_text()
+    assert "min_size: 3.5" in used and "method: threshold" in used
+    p = pd.read_csv(out / "particles.csv")
+    assert (p["eq_diameter_nm"] >= 3.5).all()
+    out2 = tmp_path / "out2"
+    assert _run(["analyze", str(d), "--out", str(out2), "--config", str(out / "config.yaml")]).exit_code == 0
+    pd.testing.assert_frame_equal(p, pd.read_csv(out2 / "particles.csv"))
+
+
+@pytest.mark.parametrize("fmt", ["labelme", "via", "coco"])
+def test_export_import_round_trip(synthetic_folder, tmp_path, fmt):
+    d, _ = synthetic_folder
+    out = tmp_path / "out"
+    assert _run(["analyze", str(d), "--out", str(out), "--method", "watershed"]).exit_code == 0
+    ann = {"labelme": out, "via": out / "annotations.via.json",
+           "coco": out / "annotations.coco.json"}[fmt]
+    back = tmp_path / "back"
+    res = _run(["measure", str(d), "--annotations", str(ann), "--out", str(back),
+                "--config", str(out / "config.yaml")])
+    assert res.exit_code == 0, res.output
+    a = pd.read_csv(out / "particles.csv")
+    b = pd.read_csv(back / "particles.csv")
+    assert len(a) == len(b)
+    # same particles, same sizes (polygons are faithful to IoU >= 0.98)
+    for col in ("eq_diameter_nm", "height_max_nm"):
+        ra = np.sort(a[col].to_numpy())
+        rb = np.sort(b[col].to_numpy())
+        np.testing.assert_allclose(ra, rb, rtol=0.03)
+
+
+def test_edited_annotations_change_the_count(synthetic_folder, tmp_path):
+    d, _ = synthetic_folder
+    out = tmp_path / "out"
+    assert _run(["analyze", str(d / "field0.gsf"), "--out", str(out), "--method", "watershed"]).exit_code == 0
+    doc = json.loads((out / "field0.labelme.json").read_text())
+    doc["shapes"] = doc["shapes"][:-2]  # the user deletes two particles
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(doc))
+    back = tmp_path / "back"
+    assert _run(["measure", str(d / "field0.gsf"), "--annotations", str(edited),
+                 "--out", str(back)]).exit_code == 0
+    assert len(pd.read_csv(back / "particles.csv")) == 16 - 2
