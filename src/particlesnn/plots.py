@@ -144,6 +144,8 @@ def _overlay(series: Mapping[Any, np.ndarray], label: str, bins: Any, joint: boo
     ax = fig.add_subplot()
     edges = _bins(list(series.values()), bins)
     for name, v in series.items():
+        if v.size == 0:  # nothing to draw (and a density of no values is undefined)
+            continue
         ax.hist(v, bins=edges, histtype="step", lw=1.5, density=density,
                 label=f"{name} (n = {v.size})")
     if joint and len(series) > 1:
