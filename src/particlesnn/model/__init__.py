@@ -1,0 +1,177 @@
+"""Neural detector inference on onnxruntime (no torch).
+
+A model is a folder in the StarDist style:
+
+* ``config.json``      ``{"name", "outputs": ["prob", "dist", "boundary"], "stride": 8,
+  "normalise": {"p_lo": 1.0, "p_hi": 99.5}, "train": {...}}``;
+* ``model.onnx``       input ``image`` (N, 1, H, W) float32, output ``maps`` (N, 3, H, W) logits;
+* ``thresholds.json``  decoding thresholds (``prob_thresh``, ``marker_thresh``, ``min_area``,
+  ``min_score``).
+
+The shipped model lives in ``particlesnn/model/weights/default/``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from particlesnn.errors import InputError
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+OUTPUTS = ("prob", "dist", "boundary")
+
+
+@dataclass
+class DetectorModel:
+    """A loaded detector: onnxruntime session, config and decoding thresholds."""
+
+    path: Path
+    config: dict
+    thresholds: dict
+    session: object = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        """Model name (config ``name`` or the folder name)."""
+        return str(self.config.get("name", self.path.name))
+
+    @property
+    def stride(self) -> int:
+        """Input height and width must be multiples of this, px."""
+        return int(self.config.get("stride", 8))
+
+
+def _threads() -> int:
+    env = os.environ.get("PARTICLESNN_THREADS")
+    if env:
+        return max(1, int(env))
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def load_model(path_or_name: str | Path | None = None) -> DetectorModel:
+    """Load a model folder.
+
+    Parameters
+    ----------
+    path_or_name : a folder holding ``config.json`` + ``model.onnx`` (+ ``thresholds.json``),
+        or the name of a shipped model (``"default"``); ``None`` means ``"default"``.
+
+    Raises
+    ------
+    InputError when the folder or one of its files is missing or unreadable.
+    """
+    import onnxruntime as ort
+
+    if path_or_name is None:
+        path_or_name = "default"
+    p = Path(path_or_name)
+    if not (p / "config.json").is_file() and (WEIGHTS_DIR / str(path_or_name)).is_dir():
+        p = WEIGHTS_DIR / str(path_or_name)
+    if not p.is_dir():
+        raise InputError(p, "no such model folder (expected config.json + model.onnx)")
+    for f in ("config.json", "model.onnx"):
+        if not (p / f).is_file():
+            raise InputError(p, f"model folder has no {f}")
+    try:
+        config = json.loads((p / "config.json").read_text())
+    except (OSError, ValueError) as err:
+        raise InputError(p / "config.json", f"unreadable model config ({err})") from None
+    from particlesnn.segment.decode import DEFAULTS
+
+    thresholds = dict(DEFAULTS)
+    if (p / "thresholds.json").is_file():
+        try:
+            thresholds.update(json.loads((p / "thresholds.json").read_text()))
+        except ValueError as err:
+            raise InputError(p / "thresholds.json", f"unreadable thresholds ({err})") from None
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = _threads()
+    so.inter_op_num_threads = 1
+    try:
+        sess = ort.InferenceSession(str(p / "model.onnx"), so, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own exception types
+        raise InputError(p / "model.onnx", f"cannot load ONNX model ({err})") from None
+    return DetectorModel(path=p, config=config, thresholds=thresholds, session=sess)
+
+
+def normalise(image: np.ndarray, p_lo: float = 1.0, p_hi: float = 99.5) -> np.ndarray:
+    """Robust intensity normalisation used for training and inference.
+
+    ``(x - P_lo) / (P_hi - P_lo)`` with the ``p_lo`` and ``p_hi`` percentiles of the finite
+    pixels (computed on at most ~1 M pixels), clipped to [-3, 5]. Returns float32, unitless.
+    """
+    x = np.asarray(image, np.float32)
+    sample = x if x.size <= 1_100_000 else x[:: max(1, x.shape[0] // 1024), :: max(1, x.shape[1] // 1024)]
+    lo, hi = np.percentile(sample, [p_lo, p_hi])
+    scale = float(hi - lo)
+    if not np.isfinite(scale) or scale <= 0:
+        scale = float(np.std(sample)) or 1.0
+    return np.clip((x - lo) / scale, -3.0, 5.0).astype(np.float32)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+
+
+def _run(model: DetectorModel, x: np.ndarray) -> np.ndarray:
+    """Raw logits (3, h, w) for one normalised tile whose sides are multiples of the stride."""
+    out = model.session.run(None, {"image": x[None, None].astype(np.float32)})[0]
+    return out[0]
+
+
+def predict_maps(model: DetectorModel, image2d: np.ndarray, *, normalised: bool = False,
+                 tile: int = 1024, margin: int = 64) -> dict:
+    """Run the network over a 2D image, in overlapping tiles when it is large.
+
+    Parameters
+    ----------
+    model : from :func:`load_model`.
+    image2d : (rows, cols) float, particles bright.
+    normalised : True when ``image2d`` is already normalised with :func:`normalise`.
+    tile : largest tile side in px (rounded down to the stride); images that fit are run
+        whole.
+    margin : context added on each side of a tile and discarded after inference, px
+        (rounded up to the stride). With the default 64 px (more than the network's receptive
+        radius) the stitched maps equal whole-image inference up to float rounding.
+
+    Returns
+    -------
+    dict of float32 maps with the input's shape: ``"prob"``, ``"dist"``, ``"boundary"``
+    (all in [0, 1]).
+    """
+    img = np.asarray(image2d)
+    if img.ndim != 2 or img.size == 0:
+        raise InputError(None, f"expected a non-empty 2D image, got shape {img.shape}")
+    if not np.isfinite(img).all():
+        raise InputError(None, "image holds NaN or infinite values")
+    cfg = model.config.get("normalise", {})
+    x = img.astype(np.float32) if normalised else normalise(img, cfg.get("p_lo", 1.0), cfg.get("p_hi", 99.5))
+    s = model.stride
+    rows, cols = x.shape
+    pr, pc = (-rows) % s, (-cols) % s
+    if pr or pc:
+        x = np.pad(x, ((0, pr), (0, pc)), mode="reflect" if min(rows, cols) > max(pr, pc) else "edge")
+    H, W = x.shape
+    tile = max(s, (int(tile) // s) * s)
+    margin = int(np.ceil(margin / s) * s)
+    if H <= tile and W <= tile:
+        logits = _run(model, x)
+    else:
+        core = max(s, tile - 2 * margin)
+        logits = np.empty((3, H, W), np.float32)
+        for y0 in range(0, H, core):
+            for x0 in range(0, W, core):
+                y1, x1 = min(y0 + core, H), min(x0 + core, W)
+                ty0, tx0 = max(0, y0 - margin), max(0, x0 - margin)
+                ty1, tx1 = min(H, y1 + margin), min(W, x1 + margin)
+                out = _run(model, x[ty0:ty1, tx0:tx1])
+                logits[:, y0:y1, x0:x1] = out[:, y0 - ty0:y1 - ty0, x0 - tx0:x1 - tx0]
+    logits = logits[:, :rows, :cols]
+    return {name: _sigmoid(logits[i]) for i, name in enumerate(OUTPUTS)}
+
+
+__all__ = ["DetectorModel", "load_model", "normalise", "predict_maps", "WEIGHTS_DIR"]

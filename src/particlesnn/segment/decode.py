@@ -1,0 +1,93 @@
+"""Decoding the detector's maps into instances: markers + watershed (scikit-image).
+
+The maps (all float in [0, 1], same shape, px grid of the image the network saw):
+
+* ``"prob"``     foreground probability;
+* ``"dist"``     distance to the particle's boundary normalised per particle (1 at the centre);
+* ``"boundary"`` probability of an instance's inner boundary (optional).
+
+Foreground is ``prob > prob_thresh``; each connected region of ``dist > marker_thresh`` inside
+the foreground seeds one particle; a watershed on ``-dist`` inside the foreground grows the
+seeds, so touching particles come out separate. Foreground regions without a seed (tiny
+particles) become one particle each.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.segmentation import watershed
+
+from particlesnn.segment import Segmentation
+
+#: Default decoding thresholds (the shipped model's ``thresholds.json`` overrides them).
+DEFAULTS = {"prob_thresh": 0.5, "marker_thresh": 0.6, "min_area": 4, "min_score": 0.0}
+
+
+def decode(maps: dict, prob_thresh: float = 0.5, marker_thresh: float = 0.6,
+           min_area: int = 4, min_score: float = 0.0) -> Segmentation:
+    """Instances from the detector's maps.
+
+    Parameters
+    ----------
+    maps : dict with ``"prob"`` and ``"dist"`` (and optionally ``"boundary"``), 2D float
+        arrays in [0, 1] of one shape.
+    prob_thresh : foreground threshold on ``prob``.
+    marker_thresh : seed threshold on ``dist`` (higher -> fewer splits; 0.6 beat 0.45 in the
+        first experiment).
+    min_area : particles smaller than this many px are dropped.
+    min_score : particles whose score (mean ``prob`` over the particle) is below are dropped.
+
+    Returns
+    -------
+    Segmentation with consecutive int32 labels, per-particle scores (mean foreground
+    probability, in [0, 1]) and ``info`` holding the thresholds used.
+    """
+    prob = np.asarray(maps["prob"], np.float32)
+    dist = np.asarray(maps["dist"], np.float32)
+    if prob.ndim != 2 or prob.shape != dist.shape:
+        raise ValueError(f"prob and dist must be 2D of one shape, got {prob.shape}, {dist.shape}")
+    fg = prob > prob_thresh
+    info = {"prob_thresh": float(prob_thresh), "marker_thresh": float(marker_thresh),
+            "min_area": int(min_area), "min_score": float(min_score)}
+    if not fg.any():
+        return Segmentation(np.zeros(prob.shape, np.int32), np.zeros(0, np.float32), info)
+    seed_mask = fg & (dist > marker_thresh)
+    if "boundary" in maps and maps["boundary"] is not None:
+        seed_mask &= np.asarray(maps["boundary"]) < 0.5
+    markers, nm = ndi.label(seed_mask)
+    # Foreground components with no seed get one seed: the component itself.
+    comp, nc = ndi.label(fg)
+    if nc:
+        has_seed = np.zeros(nc + 1, bool)
+        has_seed[np.unique(comp[markers > 0])] = True
+        lone = ~has_seed[comp] & fg
+        if lone.any():
+            extra, ne = ndi.label(lone)
+            markers[extra > 0] = extra[extra > 0] + nm
+    labels = watershed(-dist, markers, mask=fg)
+    return _finish(labels, prob, min_area, min_score, info)
+
+
+def _finish(labels: np.ndarray, prob: np.ndarray, min_area: int, min_score: float,
+            info: dict) -> Segmentation:
+    """Drop small / low-score particles, renumber 1..n, score = mean prob."""
+    labels = labels.astype(np.int32, copy=False)
+    n = int(labels.max())
+    if n == 0:
+        return Segmentation(labels, np.zeros(0, np.float32), info)
+    flat = labels.ravel()
+    area = np.bincount(flat, minlength=n + 1)
+    psum = np.bincount(flat, weights=prob.ravel(), minlength=n + 1)
+    score = psum / np.maximum(area, 1)
+    keep = (area >= min_area) & (score >= min_score)
+    keep[0] = False
+    lut = np.zeros(n + 1, np.int32)
+    lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    return Segmentation(lut[labels], score[keep].astype(np.float32), info)
+
+
+def relabel_with_scores(labels: np.ndarray, prob: np.ndarray, min_area: int = 1,
+                        min_score: float = 0.0, info: dict | None = None) -> Segmentation:
+    """Renumber a label image 1..n and score each particle by mean ``prob`` (px grid of labels)."""
+    return _finish(np.asarray(labels), np.asarray(prob, np.float32), min_area, min_score,
+                   dict(info or {}))

@@ -1,0 +1,282 @@
+"""Training data: a pool of (image, targets) pairs from synthetic generation and files.
+
+Sources (all give a 2D float image with particles bright, and an int label image):
+
+* on-the-fly synthetic images: :mod:`particlesnn.synth` presets when that package provides
+  ``generate``, plus the built-in :mod:`particlesnn.training.synthgen` generator;
+* folders written by ``particlesnn synth``: ``S.labels.tif`` next to a height map ``S.*``;
+* instance-label folders: ``images/ID.*`` + ``labels/ID.*`` (e.g. ``../shared/real/nuclei-dev``;
+  ``index.csv`` with a ``background`` column marks dark-object images, which are inverted);
+* COCO JSON files (polygons or RLE), images relative to the JSON file.
+
+For every file source the validation part is fixed: ids sorted, every 4th (index % 4 == 0).
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from particlesnn.model import normalise
+from particlesnn.training.synthgen import generate_sample
+from particlesnn.training.targets import make_targets
+
+IMAGE_EXT = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".npy")
+
+
+@dataclass
+class Sample:
+    """One training image: normalised float32 image, uint8 targets (3, rows, cols) x 255."""
+
+    image: np.ndarray
+    targets: np.ndarray
+    source: str
+
+
+def to_sample(image: np.ndarray, labels: np.ndarray, source: str, invert: bool = False) -> Sample:
+    """Normalise an image and compute its targets (stored as uint8 0..255)."""
+    img = np.asarray(image, np.float32)
+    if invert:
+        img = -img
+    t = make_targets(np.asarray(labels, np.int32))
+    return Sample(normalise(img), np.round(t * 255).astype(np.uint8), source)
+
+
+def _read_image(path: Path) -> np.ndarray:
+    if path.suffix.lower() == ".npy":
+        return np.load(path)
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        return tifffile.imread(path)
+    from PIL import Image
+
+    with Image.open(path) as im:
+        a = np.asarray(im)
+    return a
+
+
+def _grey(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a)
+    if a.ndim == 3:
+        a = a[..., :3].astype(np.float32).mean(axis=-1)
+    return a.astype(np.float32)
+
+
+def _split(ids: list[str], part: str) -> list[str]:
+    ids = sorted(ids)
+    if part == "all":
+        return ids
+    return [i for k, i in enumerate(ids) if (k % 4 == 0) == (part == "val")]
+
+
+def load_label_folder(folder: Path, part: str = "train", limit: int | None = None) -> list[Sample]:
+    """Samples from ``folder/images`` + ``folder/labels`` (same stems); ``part`` in
+    ``"train"``, ``"val"`` (every 4th sorted id), ``"all"``."""
+    folder = Path(folder)
+    imgs = {p.stem: p for p in (folder / "images").iterdir() if p.suffix.lower() in IMAGE_EXT}
+    labs = {p.stem: p for p in (folder / "labels").iterdir() if p.suffix.lower() in IMAGE_EXT}
+    dark = set()
+    if (folder / "index.csv").is_file():
+        with open(folder / "index.csv", newline="") as fh:
+            for row in csv.DictReader(fh):
+                if row.get("background", "").strip() == "bright":
+                    dark.add(row.get("id", "").strip())
+    ids = _split([i for i in imgs if i in labs], part)
+    if limit:
+        ids = ids[:limit]
+    return [to_sample(_grey(_read_image(imgs[i])), _read_image(labs[i]), f"{folder.name}/{i}",
+                      invert=i in dark) for i in ids]
+
+
+def load_synth_folder(folder: Path, part: str = "train", limit: int | None = None) -> list[Sample]:
+    """Samples from a folder written by ``particlesnn synth``: ``S.labels.tif`` + ``S.<ext>``."""
+    folder = Path(folder)
+    stems = sorted(p.name[: -len(".labels.tif")] for p in folder.glob("*.labels.tif"))
+    out = []
+    for s in _split(stems, part)[: limit or None]:
+        cands = [p for p in folder.glob(s + ".*") if not p.name.startswith(s + ".labels")
+                 and p.name[len(s):].count(".") == 1]
+        if not cands:
+            continue
+        src = sorted(cands)[0]
+        try:
+            from particlesnn.io import read
+
+            data = read(src).data
+        except Exception:  # noqa: BLE001  (any reader failure: fall back to plain images)
+            data = _grey(_read_image(src))
+        import tifffile
+
+        out.append(to_sample(data, tifffile.imread(folder / f"{s}.labels.tif"), f"{folder.name}/{s}"))
+    return out
+
+
+def load_coco(path: Path, part: str = "train", limit: int | None = None) -> list[Sample]:
+    """Samples from a COCO instance-segmentation JSON file."""
+    from pycocotools import mask as mask_utils
+
+    path = Path(path)
+    coco = json.loads(path.read_text())
+    anns: dict[int, list] = {}
+    for a in coco.get("annotations", []):
+        anns.setdefault(a["image_id"], []).append(a)
+    images = {str(im["id"]): im for im in coco.get("images", [])}
+    out = []
+    for iid in _split(list(images), part)[: limit or None]:
+        im = images[iid]
+        f = path.parent / im["file_name"]
+        if not f.is_file():
+            continue
+        img = _grey(_read_image(f))
+        h, w = img.shape
+        labels = np.zeros((h, w), np.int32)
+        for k, a in enumerate(anns.get(im["id"], []), start=1):
+            seg = a.get("segmentation")
+            if isinstance(seg, list):
+                rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
+            elif isinstance(seg, dict):
+                rle = mask_utils.frPyObjects(seg, h, w) if isinstance(seg.get("counts"), list) else seg
+            else:
+                continue
+            labels[mask_utils.decode(rle).astype(bool)] = k
+        out.append(to_sample(img, labels, f"{path.name}/{iid}"))
+    return out
+
+
+def load_source(path: str | Path, part: str = "train", limit: int | None = None) -> list[Sample]:
+    """Samples from one ``--data`` argument (kind recognised from its layout)."""
+    p = Path(path)
+    if p.is_file() and p.suffix.lower() == ".json":
+        return load_coco(p, part, limit)
+    if (p / "images").is_dir() and (p / "labels").is_dir():
+        return load_label_folder(p, part, limit)
+    if p.is_dir() and any(p.glob("*.labels.tif")):
+        return load_synth_folder(p, part, limit)
+    if p.is_dir() and any(p.glob("*.json")):
+        return [s for j in sorted(p.glob("*.json")) for s in load_coco(j, part, limit)]
+    raise ValueError(f"{p}: not a training data source (synth folder, images/+labels/, COCO JSON)")
+
+
+def _synth_package_generate():
+    """``particlesnn.synth.generate`` if the project's generator is installed, else None."""
+    try:
+        from particlesnn import synth  # noqa: F401
+
+        return getattr(synth, "generate", None)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+#: Presets of :mod:`particlesnn.synth` drawn for training, with their weights.
+SYNTH_PRESETS = {"stm-sparse": 1.0, "stm-crowded": 1.5, "stm-tiny": 1.0, "stm-noisy-lines": 1.0,
+                 "stm-large": 1.0, "stm-mixed": 1.5, "haadf": 1.0, "brightfield-tem": 0.7,
+                 "sem": 0.7, "fluorescence": 0.5, "brightfield-cells": 0.3, "negatives": 1.0}
+
+
+def synth_sample(seed: int, size: int = 256, p_package: float = 0.6) -> Sample:
+    """One synthetic sample: from :mod:`particlesnn.synth` (a random preset, probability
+    ``p_package`` when available) or the built-in generator. Images are oriented with
+    particles bright (as :func:`particlesnn.preprocess.orient` would), then 20 % are inverted
+    (dark particles) for robustness."""
+    rng = np.random.default_rng(seed)
+    gen = _synth_package_generate() if p_package > 0 else None
+    img = labels = None
+    if gen is not None and rng.random() < p_package:
+        names = list(SYNTH_PRESETS)
+        pw = np.array([SYNTH_PRESETS[n] for n in names])
+        preset = names[rng.choice(len(names), p=pw / pw.sum())]
+        try:
+            s = gen(preset, rng, size=size)
+            obs = getattr(s, "image", None)
+            img = np.asarray(obs if obs is not None else s.height.data, np.float32)
+            if img.ndim == 3:
+                img = img.mean(axis=-1)
+            labels = np.asarray(s.labels)
+            fgm = labels > 0
+            if fgm.any() and (~fgm).any() and img[fgm].mean() < img[~fgm].mean():
+                img = -img  # orient: particles bright
+            if img.shape[0] > size and img.shape[1] > size:  # random crop to the pool size
+                y = rng.integers(0, img.shape[0] - size + 1)
+                x = rng.integers(0, img.shape[1] - size + 1)
+                img, labels = img[y:y + size, x:x + size], labels[y:y + size, x:x + size]
+            src = f"synth:{preset}"
+        except Exception:  # noqa: BLE001  (a preset that fails must not stop training)
+            img = None
+    if img is None:
+        img, labels = generate_sample(rng, size)
+        src = "synthgen"
+    return to_sample(img, labels, src, invert=rng.random() < 0.2)
+
+
+def _pool_worker(args):
+    seed, size, p_package = args
+    return synth_sample(seed, size, p_package)
+
+
+def synth_pool(n: int, seed: int, size: int = 256, workers: int = 2, p_package: float = 0.6) -> list[Sample]:
+    """``n`` synthetic samples made in ``workers`` processes (seeds ``seed``..``seed+n-1``)."""
+    args = [(seed + i, size, p_package) for i in range(n)]
+    if workers <= 1 or n < 8:
+        return [_pool_worker(a) for a in args]
+    import multiprocessing as mp
+
+    with mp.get_context("fork").Pool(workers) as pool:
+        return pool.map(_pool_worker, args, chunksize=16)
+
+
+def synth_stream(n: int, seed: int, size: int = 256, workers: int = 1, p_package: float = 0.6):
+    """Generate ``n`` synthetic samples in the background (``workers`` processes).
+
+    Returns ``(pool, iterator)``: ``iterator.next(timeout=0)`` gives the next finished sample or
+    raises ``multiprocessing.TimeoutError``; ``StopIteration`` when all are done. Close the
+    pool with ``pool.terminate()``. Seeds ``seed``..``seed+n-1``.
+    """
+    import multiprocessing as mp
+
+    pool = mp.get_context("fork").Pool(max(1, workers))
+    it = pool.imap_unordered(_pool_worker, [(seed + i, size, p_package) for i in range(n)], chunksize=1)
+    return pool, it
+
+
+def random_crop_batch(samples: list[Sample], rng: np.random.Generator, batch: int,
+                      crop: int, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A batch of augmented crops.
+
+    Returns ``x`` (batch, 1, crop, crop) float32 and ``y`` (batch, 3, crop, crop) float32 in
+    [0, 1]. Augmentation: random crop (padded when smaller), flips, 90-degree rotations,
+    contrast gamma / scale / offset, extra noise.
+    """
+    xs = np.zeros((batch, 1, crop, crop), np.float32)
+    ys = np.zeros((batch, 3, crop, crop), np.float32)
+    idx = rng.choice(len(samples), size=batch, p=weights)
+    for b, i in enumerate(idx):
+        s = samples[i]
+        img, t = s.image, s.targets
+        h, w = img.shape
+        if h < crop or w < crop:
+            ph, pw = max(0, crop - h), max(0, crop - w)
+            img = np.pad(img, ((0, ph), (0, pw)), mode="reflect" if min(h, w) > max(ph, pw) else "edge")
+            t = np.pad(t, ((0, 0), (0, ph), (0, pw)))
+            h, w = img.shape
+        y0 = rng.integers(0, h - crop + 1)
+        x0 = rng.integers(0, w - crop + 1)
+        im = img[y0:y0 + crop, x0:x0 + crop].astype(np.float32)
+        tt = t[:, y0:y0 + crop, x0:x0 + crop].astype(np.float32) / 255.0
+        k = rng.integers(4)
+        im, tt = np.rot90(im, k), np.rot90(tt, k, axes=(1, 2))
+        if rng.random() < 0.5:
+            im, tt = im[:, ::-1], tt[:, :, ::-1]
+        r = rng.random()
+        if r < 0.3:  # gamma on the [0, 1] part
+            g = np.exp(rng.normal(0, 0.35))
+            im = np.sign(im) * np.abs(im) ** g
+        im = im * rng.uniform(0.7, 1.3) + rng.normal(0, 0.08)
+        if rng.random() < 0.2:
+            im = im + rng.uniform(0.01, 0.1) * rng.standard_normal(im.shape).astype(np.float32)
+        xs[b, 0] = im
+        ys[b] = tt
+    return xs, ys

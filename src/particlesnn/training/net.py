@@ -1,0 +1,73 @@
+"""The detector network: a small U-Net with three output maps (torch).
+
+Outputs, per pixel (all at the input's resolution):
+
+* channel 0: foreground logit (sigmoid -> probability that the pixel is on a particle);
+* channel 1: normalised distance logit (sigmoid -> distance to the particle's boundary divided
+  by the particle's largest such distance: 0 at the edge, 1 at the centre, 0 on background);
+* channel 2: boundary logit (sigmoid -> probability of an instance's inner boundary pixel).
+
+The input is one channel, robustly normalised (see :func:`particlesnn.segment.neural.normalise`),
+with height and width multiples of :data:`STRIDE` px.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+#: Height and width of the input must be multiples of this (three 2x poolings), px.
+STRIDE = 8
+
+
+class _Block(nn.Sequential):
+    def __init__(self, cin: int, cout: int):
+        super().__init__(
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        )
+
+
+class UNet(nn.Module):
+    """U-Net with ``widths`` channels per level (16-32-64-128: 482 k parameters).
+
+    ``forward(x)`` takes ``(N, 1, H, W)`` float and returns ``(N, 3, H, W)`` logits
+    (foreground, normalised distance, boundary); ``H`` and ``W`` multiples of 8 px.
+    """
+
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 128)):
+        super().__init__()
+        self.widths = tuple(int(w) for w in widths)
+        w = self.widths
+        self.enc = nn.ModuleList()
+        cin = 1
+        for c in w:
+            self.enc.append(_Block(cin, c))
+            cin = c
+        self.pool = nn.MaxPool2d(2)
+        self.up = nn.ModuleList()
+        self.dec = nn.ModuleList()
+        for i in range(len(w) - 1, 0, -1):
+            self.up.append(nn.ConvTranspose2d(w[i], w[i - 1], 2, stride=2))
+            self.dec.append(_Block(2 * w[i - 1], w[i - 1]))
+        self.head = nn.Conv2d(w[0], 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        skips = []
+        for i, block in enumerate(self.enc):
+            x = block(x)
+            if i < len(self.enc) - 1:
+                skips.append(x)
+                x = self.pool(x)
+        for up, dec in zip(self.up, self.dec):
+            x = up(x)
+            x = dec(torch.cat([x, skips.pop()], dim=1))
+        return self.head(x)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

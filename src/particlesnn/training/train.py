@@ -1,0 +1,346 @@
+"""Training loop, checkpoints, threshold calibration and ONNX export (torch)."""
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing as mp
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from particlesnn.training.data import Sample, load_source, random_crop_batch, synth_pool, synth_stream
+from particlesnn.training.net import STRIDE, UNet, count_parameters
+
+CKPT = "checkpoint.pt"
+
+
+def _log(msg: str) -> None:
+    print(time.strftime("%H:%M:%S ") + msg, flush=True)
+
+
+def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Foreground BCE + 2 x distance MSE (sigmoid) + 0.5 x boundary BCE (positive weight 3)."""
+    logits = logits.float()
+    fg, dist, bnd = y[:, 0], y[:, 1], y[:, 2]
+    l_fg = F.binary_cross_entropy_with_logits(logits[:, 0], fg)
+    l_d = F.mse_loss(torch.sigmoid(logits[:, 1]), dist)
+    l_b = F.binary_cross_entropy_with_logits(logits[:, 2], bnd, pos_weight=torch.tensor(3.0))
+    total = l_fg + 2.0 * l_d + 0.5 * l_b
+    return total, {"fg": float(l_fg.detach()), "dist": float(l_d.detach()), "bnd": float(l_b.detach())}
+
+
+def _lr(base: float, frac: float) -> float:
+    """Warm-up over the first 3 %, then cosine decay to 5 % of ``base``."""
+    if frac < 0.03:
+        return base * (0.1 + 0.9 * frac / 0.03)
+    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
+
+def _save(path: Path, model, opt, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict() if opt else None,
+                "widths": list(model.widths), "state": state}, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: str | Path) -> tuple[UNet, dict]:
+    """A UNet and the checkpoint dict from a checkpoint file (or a folder holding one)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / CKPT
+    ck = torch.load(p, map_location="cpu", weights_only=False)
+    model = UNet(tuple(ck.get("widths", (16, 32, 64, 128))))
+    model.load_state_dict(ck["model"])
+    return model, ck
+
+
+@torch.no_grad()
+def predict_torch(model: UNet, image: np.ndarray, bf16: bool = False) -> dict:
+    """Maps (``prob``, ``dist``, ``boundary``) for one normalised image, with torch (whole image)."""
+    model.eval()
+    h, w = image.shape
+    ph, pw = (-h) % STRIDE, (-w) % STRIDE
+    x = np.pad(image, ((0, ph), (0, pw)), mode="edge")
+    xt = torch.from_numpy(np.ascontiguousarray(x))[None, None].float()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        out = torch.sigmoid(model(xt).float())[0, :, :h, :w].numpy()
+    return {"prob": out[0], "dist": out[1], "boundary": out[2]}
+
+
+def calibrate(model: UNet, val: list[Sample], max_images: int = 60) -> dict:
+    """Pick decoding thresholds maximising IoU-0.5 F1 (pooled counts) on validation samples."""
+    from particlesnn.matching import iou_match
+    from particlesnn.segment.decode import decode
+    from skimage.measure import label as cc_label
+
+    grid = [(p, m) for p in (0.4, 0.5, 0.6) for m in (0.5, 0.6, 0.7)]
+    counts = {g: np.zeros(3) for g in grid}
+    for s in val[:max_images]:
+        maps = predict_torch(model, s.image)
+        true = _labels_from_targets(s.targets, cc_label)
+        for g in grid:
+            seg = decode(maps, prob_thresh=g[0], marker_thresh=g[1])
+            r = iou_match(seg.labels, true, 0.5)
+            counts[g] += (r.tp, r.fp, r.fn)
+    best, best_f1 = grid[4], -1.0
+    for g, (tp, fp, fn) in counts.items():
+        f1 = 2 * tp / max(1.0, 2 * tp + fp + fn)
+        if f1 > best_f1 + 1e-9:
+            best, best_f1 = g, f1
+    return {"prob_thresh": best[0], "marker_thresh": best[1], "min_area": 4, "min_score": 0.0,
+            "calibrated_on": f"{min(len(val), max_images)} validation images",
+            "val_iou50_f1": round(best_f1, 4)}
+
+
+def _labels_from_targets(t: np.ndarray, cc_label) -> np.ndarray:
+    """Instance labels rebuilt from stored targets: foreground minus boundary pixels, then grown."""
+    from skimage.segmentation import watershed
+
+    fg = t[0] > 127
+    core = fg & (t[2] < 128)
+    markers = cc_label(core)
+    return watershed(-t[1].astype(np.float32), markers, mask=fg).astype(np.int32)
+
+
+def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *,
+          minutes: float | None = None, epochs: float | None = None, resume: bool = False,
+          finetune: str | Path | None = None, n_synth: int = 3000, synth_size: int = 256,
+          crop: int = 160, batch: int = 12, lr: float = 2e-3, real_fraction: float = 0.25,
+          threads: int = 2, workers: int = 2, seed: int = 0, p_package: float = 0.6,
+          bf16: bool = False, widths: tuple[int, ...] = (12, 24, 48, 96),
+          checkpoint_every_s: float = 120.0, val_every: int = 250, export: bool = True,
+          calibrate_images: int = 60, name: str = "particlesnn-unet") -> Path:
+    """Train the detector and export it as a model folder.
+
+    Parameters
+    ----------
+    data : extra sources (``particlesnn synth`` folders, ``images/`` + ``labels/`` folders,
+        COCO JSON); their training parts are mixed with synthetic images (``real_fraction``
+        of the crops come from them). Missing sources are reported and skipped.
+    out : model folder: ``checkpoint.pt``, ``train.log.json``, and (``export``) ``model.onnx``,
+        ``config.json``, ``thresholds.json``.
+    minutes : wall-clock budget of the optimisation steps, min (default 30 when neither
+        ``minutes`` nor ``epochs`` is given).
+    epochs : budget in passes over the synthetic pool (``n_synth`` images per pass, a crop
+        each).
+    resume : continue from ``out/checkpoint.pt`` with the budget left.
+    finetune : start from the weights of this checkpoint (or model folder's checkpoint).
+    n_synth, synth_size : size of the synthetic pool (images, px); a first part is made before
+        training starts, the rest in a background process while it runs.
+    crop, batch : crop side (px, multiple of 8) and crops per step.
+    threads : torch intra-op threads (1 is used while the background generator runs or the
+        CPUs are oversubscribed: 2 OpenMP threads then run several times slower).
+    calibrate_images : validation images used to pick the decoding thresholds (a quarter
+        from ``data`` sources when there are any).
+    bf16 : bfloat16 autocast + channels_last (about 3x faster on CPUs with native bf16,
+        but many times slower on CPUs without it, e.g. AVX2-only).
+    widths : channels per U-Net level.
+
+    Returns the model folder path.
+    """
+    torch.set_num_threads(max(1, int(threads)))
+    torch.manual_seed(seed)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / CKPT
+    if minutes is None and epochs is None:
+        minutes = 30.0
+    rng = np.random.default_rng(seed)
+
+    t0 = time.time()
+    n_val_syn = max(4, min(40, n_synth // 40))
+    base_seed = 1_000_000 * (seed + 1)
+    val = synth_pool(n_val_syn, seed=base_seed + 900_000, size=synth_size, workers=workers,
+                     p_package=p_package)
+    n_init = min(n_synth, max(8, 4 * batch))
+    pool = synth_pool(n_init, seed=base_seed, size=synth_size, workers=workers, p_package=p_package)
+    # the rest of the synthetic pool is made in the background while training runs
+    gen_pool, gen_it = (synth_stream(n_synth - n_init, base_seed + n_init, synth_size,
+                                     max(1, workers - 1), p_package)
+                        if n_synth > n_init else (None, None))
+    _log(f"{n_init} synthetic images ready in {time.time() - t0:.0f} s, {n_synth - n_init} more "
+         f"being generated in the background; {n_val_syn} synthetic validation images")
+    real: list[Sample] = []
+    for src in data or []:
+        if not Path(src).exists():
+            _log(f"data source {src} not found: skipped (training continues on synthetic data)")
+            continue
+        try:
+            tr = load_source(src, "train")
+            va = load_source(src, "val")
+        except ValueError as err:
+            _log(f"skipped: {err}")
+            continue
+        real += tr
+        val += va[:20]
+        _log(f"data source {src}: {len(tr)} training / {len(va)} validation images")
+
+    def mix() -> tuple[list[Sample], np.ndarray | None]:
+        if not real:
+            return pool, None
+        w = np.r_[np.full(len(pool), (1 - real_fraction) / len(pool)),
+                  np.full(len(real), real_fraction / len(real))]
+        return pool + real, w / w.sum()
+
+    samples, w = mix()
+
+    model = UNet(widths)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    state = {"step": 0, "elapsed_s": 0.0, "minutes": minutes, "epochs": epochs, "history": []}
+    if finetune:
+        m2, _ = load_checkpoint(finetune)
+        model.load_state_dict(m2.state_dict())
+        _log(f"fine-tuning from {finetune}")
+    if resume and ckpt_path.is_file():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(ck["model"])
+        if ck.get("opt"):
+            opt.load_state_dict(ck["opt"])
+        state = ck["state"]
+        if minutes is not None:
+            state["minutes"] = minutes
+        if epochs is not None:
+            state["epochs"] = epochs
+        _log(f"resumed at step {state['step']} ({state['elapsed_s'] / 60:.1f} min done)")
+        rng = np.random.default_rng(seed + state["step"])
+    if bf16:  # only pays off on CPUs with native bf16 (AVX-512 BF16 / AMX)
+        model = model.to(memory_format=torch.channels_last)
+    _log(f"model: U-Net {widths}, {count_parameters(model)} parameters; "
+         f"{n_synth} synthetic + {len(real)} real training images, {len(val)} validation images")
+
+    def pick_threads() -> int:
+        # Oversubscribed CPUs make 2 OpenMP threads several times slower than 1.
+        busy = gen_it is not None or os.getloadavg()[0] > (os.cpu_count() or 2) + 0.5
+        return 1 if (busy and threads > 1) else max(1, int(threads))
+
+    torch.set_num_threads(pick_threads())
+
+    total_steps = None
+    if state.get("epochs") is not None:
+        total_steps = max(1, int(math.ceil(state["epochs"] * n_synth / batch)))
+    budget_s = None if state.get("minutes") is None else 60.0 * state["minutes"]
+
+    def frac_done() -> float:
+        fs = [state["step"] / total_steps] if total_steps else []
+        if budget_s:
+            fs.append(state["elapsed_s"] / budget_s)
+        return max(fs) if fs else 1.0
+
+    show_bar = sys.stdout.isatty()
+    last_ck = time.time()
+    run_loss = None
+    vx, vy = random_crop_batch(val, np.random.default_rng(12345), min(48, 4 * len(val)), crop)
+    model.train()
+    while frac_done() < 1.0:
+        if gen_it is not None:  # collect background-generated images
+            got = 0
+            while True:
+                try:
+                    pool.append(gen_it.next(timeout=0))
+                    got += 1
+                except StopIteration:
+                    gen_pool.close()
+                    gen_it = None
+                    _log(f"synthetic pool complete: {len(pool)} images")
+                    torch.set_num_threads(pick_threads())
+                    break
+                except mp.TimeoutError:
+                    break
+            if got:
+                samples, w = mix()
+        if state["step"] % 50 == 0:
+            torch.set_num_threads(pick_threads())
+        ts = time.time()
+        for g in opt.param_groups:
+            g["lr"] = _lr(lr, frac_done())
+        x, y = random_crop_batch(samples, rng, batch, crop, w)
+        xt = torch.from_numpy(x)
+        if bf16:
+            xt = xt.to(memory_format=torch.channels_last)
+        yt = torch.from_numpy(y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(xt)
+        loss, parts = loss_fn(logits, yt)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        state["step"] += 1
+        state["elapsed_s"] += time.time() - ts
+        run_loss = float(loss) if run_loss is None else 0.98 * run_loss + 0.02 * float(loss)
+        if show_bar:
+            print(f"\rstep {state['step']}  {100 * frac_done():5.1f} %  loss {run_loss:.4f}",
+                  end="", flush=True)
+        if state["step"] % val_every == 0 or frac_done() >= 1.0:
+            model.eval()
+            with torch.no_grad():
+                vl = float(loss_fn(model(torch.from_numpy(vx)), torch.from_numpy(vy))[0])
+            model.train()
+            state["history"].append({"step": state["step"], "train_loss": run_loss, "val_loss": vl,
+                                     "elapsed_s": round(state["elapsed_s"], 1)})
+            _log(f"{'' if not show_bar else chr(10)}step {state['step']} ({100 * frac_done():.0f} %) "
+                 f"train loss {run_loss:.4f} val loss {vl:.4f} lr {opt.param_groups[0]['lr']:.2e} "
+                 f"pool {len(pool)} threads {torch.get_num_threads()}")
+        if time.time() - last_ck > checkpoint_every_s:
+            _save(ckpt_path, model, opt, state)
+            last_ck = time.time()
+    if gen_pool is not None:
+        gen_pool.terminate()
+    _save(ckpt_path, model, opt, state)
+    _log(f"training done: {state['step']} steps, {state['elapsed_s'] / 60:.1f} min")
+    model.eval()
+    n_cal_real = min(calibrate_images // 4, len(val) - n_val_syn)
+    thresholds = calibrate(model, val[:calibrate_images - n_cal_real] + val[n_val_syn:n_val_syn + n_cal_real],
+                           max_images=calibrate_images)
+    _log(f"calibrated thresholds: {thresholds}")
+    meta = {"steps": state["step"], "train_minutes": round(state["elapsed_s"] / 60, 2),
+            "batch": batch, "crop": crop, "n_synth": n_synth, "data": [str(d) for d in data or []],
+            "real_images": len(real), "history": state["history"]}
+    (out / "train.log.json").write_text(json.dumps(meta, indent=1))
+    if export:
+        export_onnx(model, out, thresholds=thresholds, name=name, train_meta=meta)
+    return out
+
+
+def export_onnx(model_or_checkpoint, out_dir: str | Path, *, thresholds: dict | None = None,
+                name: str = "particlesnn-unet", train_meta: dict | None = None) -> Path:
+    """Write a model folder (``model.onnx``, ``config.json``, ``thresholds.json``).
+
+    ``model_or_checkpoint``: a UNet, or a checkpoint file / folder. ONNX input ``image``
+    (N, 1, H, W) float32, output ``maps`` (N, 3, H, W) logits, H and W dynamic (multiples of 8).
+    """
+    import warnings
+
+    if isinstance(model_or_checkpoint, UNet):
+        model = model_or_checkpoint
+    else:
+        model, ck = load_checkpoint(model_or_checkpoint)
+        train_meta = train_meta or {"steps": ck.get("state", {}).get("step")}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = model.to(memory_format=torch.contiguous_format).float().eval()
+    x = torch.zeros(1, 1, 64, 64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), str(out / "model.onnx"), dynamo=False, opset_version=17,
+                          input_names=["image"], output_names=["maps"],
+                          dynamic_axes={"image": {0: "n", 2: "h", 3: "w"},
+                                        "maps": {0: "n", 2: "h", 3: "w"}})
+    from particlesnn.segment.decode import DEFAULTS
+
+    config = {"name": name, "architecture": "unet", "widths": list(model.widths),
+              "parameters": count_parameters(model), "outputs": ["prob", "dist", "boundary"],
+              "stride": STRIDE, "normalise": {"p_lo": 1.0, "p_hi": 99.5},
+              "particles": "bright", "diameter_px_trained": [4, 60], "train": train_meta or {}}
+    (out / "config.json").write_text(json.dumps(config, indent=1))
+    th = dict(DEFAULTS)
+    if thresholds:
+        th.update(thresholds)
+    elif (out / "thresholds.json").is_file():
+        th.update(json.loads((out / "thresholds.json").read_text()))
+    (out / "thresholds.json").write_text(json.dumps(th, indent=1))
+    return out

@@ -1,0 +1,111 @@
+"""The shipped ONNX detector: loading, a clear particle field, tiling, bad input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from particlesnn.errors import InputError
+from particlesnn.heightmap import HeightMap
+from particlesnn.model import WEIGHTS_DIR, load_model, normalise, predict_maps
+from particlesnn.segment.decode import decode
+from particlesnn.segment.neural import segment_model
+
+pytestmark = pytest.mark.skipif(not (WEIGHTS_DIR / "default" / "model.onnx").is_file(),
+                                reason="shipped weights not built yet")
+
+
+def _cap_field(size=256, diameter=16.0, spacing=32.0, noise=0.02, seed=0):
+    """A grid of separated round caps 1 high (heights in nm) and its labels."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    img = np.zeros((size, size), np.float32)
+    lab = np.zeros((size, size), np.int32)
+    r, k = diameter / 2, 0
+    for cy in np.arange(spacing / 2, size - r, spacing):
+        for cx in np.arange(spacing / 2, size - r, spacing):
+            rho2 = ((yy - cy) ** 2 + (xx - cx) ** 2) / r**2
+            k += 1
+            lab[rho2 < 1] = k
+            img[rho2 < 1] = np.sqrt(1 - rho2[rho2 < 1])
+    return img + noise * rng.standard_normal(img.shape).astype(np.float32), lab
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model()
+
+
+def test_load_model(model, tmp_path):
+    assert model.stride == 8
+    assert 0 < model.thresholds["prob_thresh"] < 1
+    with pytest.raises(InputError):
+        load_model(tmp_path / "nope")
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(InputError, match="model.onnx"):
+        load_model(tmp_path)
+
+
+def test_separated_field_found(model):
+    img, truth = _cap_field()
+    seg = segment_model(HeightMap(img, pixel_size=None, unit="a.u."), model=model)
+    assert seg.labels.shape == img.shape
+    n_true = int(truth.max())
+    # every true particle hit by exactly one prediction, no extra predictions
+    hit = [len(set(np.unique(seg.labels[truth == k])) - {0}) for k in range(1, n_true + 1)]
+    assert sum(h == 1 for h in hit) >= 0.95 * n_true
+    assert abs(seg.count - n_true) <= max(1, n_true // 20)
+    # size: mean equivalent diameter within 15 % of the true 16 px
+    areas = np.bincount(seg.labels.ravel())[1:]
+    d = np.sqrt(4 * areas / np.pi).mean()
+    assert 0.85 * 16 < d < 1.15 * 16
+    assert np.all((seg.scores > 0.5) & (seg.scores <= 1))
+
+
+def test_tiling_matches_whole_image(model):
+    img, _ = _cap_field(size=200, diameter=12.0, spacing=20.0, seed=1)
+    img = img[:, :184]
+    x = normalise(img)
+    whole = predict_maps(model, x, normalised=True, tile=1024)
+    tiled = predict_maps(model, x, normalised=True, tile=136, margin=64)
+    for k in whole:
+        np.testing.assert_allclose(tiled[k], whole[k], atol=1e-4)
+    a, b = decode(whole), decode(tiled)
+    np.testing.assert_array_equal(a.labels, b.labels)
+
+
+def test_bad_input(model):
+    img = np.zeros((64, 64), np.float32)
+    img[3, 3] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        segment_model(HeightMap(img), model=model)
+    with pytest.raises(InputError):
+        segment_model(HeightMap(np.zeros((64, 64))), model=model, diameter=-3)
+
+
+def test_flat_height_map_gives_nothing(model):
+    rng = np.random.default_rng(3)
+    flat = 0.005 * rng.standard_normal((128, 128))  # nm: noise and corrugation only
+    seg = segment_model(HeightMap(flat, pixel_size=(0.2, 0.2), unit="nm"), model=model)
+    assert seg.count == 0 and seg.info["flat"]
+    # the same field of 1 nm caps is not flat
+    img, truth = _cap_field(size=128)
+    seg = segment_model(HeightMap(img, pixel_size=(0.2, 0.2), unit="nm"), model=model)
+    assert seg.count > 0.9 * truth.max()
+
+
+def test_detect_command(tmp_path):
+    import tifffile
+    from typer.testing import CliRunner
+
+    from particlesnn.cli import app
+    from particlesnn.io import write
+
+    img, truth = _cap_field(size=192)
+    f = write(HeightMap(img, pixel_size=(0.5, 0.5), unit="nm"), tmp_path / "field.gsf")
+    res = CliRunner().invoke(app, ["detect", str(f), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    lab = tifffile.imread(tmp_path / "out" / "field.labels.tif")
+    assert lab.dtype == np.uint16 and lab.shape == img.shape
+    lines = (tmp_path / "out" / "field.scores.txt").read_text().splitlines()
+    assert len(lines) == lab.max() and abs(len(lines) - truth.max()) <= 2
+    assert lines[0].split()[0] == "1" and 0 < float(lines[0].split()[1]) <= 1

@@ -1,0 +1,110 @@
+"""A tiny training run lowers the loss; ONNX export matches torch; train without torch."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from particlesnn.training import UNet, export_onnx, predict_torch, train  # noqa: E402
+from particlesnn.training.data import random_crop_batch, synth_sample, to_sample  # noqa: E402
+from particlesnn.training.synthgen import render_disc_field  # noqa: E402
+from particlesnn.training.targets import make_targets  # noqa: E402
+from particlesnn.training.train import loss_fn  # noqa: E402
+
+
+def test_targets_known_disc():
+    lab = np.zeros((21, 21), np.int32)
+    yy, xx = np.mgrid[0:21, 0:21]
+    lab[(yy - 10) ** 2 + (xx - 10) ** 2 <= 36] = 1
+    t = make_targets(lab)
+    assert t[0].sum() == (lab > 0).sum()
+    assert t[1][10, 10] == pytest.approx(1.0) and t[1][0, 0] == 0
+    assert t[2][10, 4] == 1 and t[2][10, 10] == 0
+
+
+def test_loss_decreases_and_onnx_matches(tmp_path):
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    samples = [to_sample(*render_disc_field(96, 12, 24, seed=i), source="discs") for i in range(2)]
+    samples += [synth_sample(i, size=96, p_package=0.0) for i in range(2)]
+    x, y = random_crop_batch(samples, rng, 4, 64)
+    model = UNet((8, 16, 32, 64))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    losses = []
+    for _ in range(12):
+        loss, _ = loss_fn(model(xt), yt)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.8 * losses[0]
+    out = export_onnx(model, tmp_path / "m", thresholds={"prob_thresh": 0.5})
+    from particlesnn.model import load_model, predict_maps
+
+    m = load_model(out)
+    img = samples[0].image[:72, :80]
+    a = predict_maps(m, img, normalised=True)
+    b = predict_torch(model, img)
+    for k in ("prob", "dist", "boundary"):
+        np.testing.assert_allclose(a[k], b[k], atol=1e-4)
+
+
+def test_train_smoke(tmp_path):
+    out = train(None, tmp_path / "run", epochs=1, n_synth=8, synth_size=64, crop=64, batch=4,
+                workers=1, p_package=0.0, widths=(8, 16, 32, 64), calibrate_images=2, threads=1)
+    for f in ("model.onnx", "config.json", "thresholds.json", "checkpoint.pt", "train.log.json"):
+        assert (out / f).is_file()
+    ck = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert ck["state"]["step"] == 2
+    # resume with a larger budget continues from step 2
+    train(None, tmp_path / "run", epochs=2, n_synth=8, synth_size=64, crop=64, batch=4,
+          workers=1, p_package=0.0, widths=(8, 16, 32, 64), resume=True, export=False,
+          threads=1)
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["state"]["step"] == 4
+
+
+def test_train_command_without_torch(monkeypatch, capsys):
+    from typer.testing import CliRunner
+
+    from particlesnn.cli import app
+
+    for name in list(sys.modules):
+        if name.startswith("particlesnn.training"):
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "torch", None)
+    res = CliRunner().invoke(app, ["train", "--out", "x"])
+    assert res.exit_code == 1
+    assert "pip install particlesnn[train]" in (res.output + capsys.readouterr().err)
+
+
+def test_coco_and_label_folder_sources(tmp_path):
+    import json
+
+    from PIL import Image
+
+    from particlesnn.training.data import load_source
+
+    img = np.zeros((40, 50), np.uint8)
+    img[10:20, 10:20] = 200
+    Image.fromarray(img).save(tmp_path / "a.png")
+    coco = {"images": [{"id": 1, "file_name": "a.png", "width": 50, "height": 40}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1,
+                             "segmentation": [[10, 10, 20, 10, 20, 20, 10, 20]]}]}
+    (tmp_path / "a.json").write_text(json.dumps(coco))
+    s = load_source(tmp_path / "a.json", "all")
+    assert len(s) == 1 and 80 <= (s[0].targets[0] > 127).sum() <= 121
+    # images/ + labels/ folder: every 4th sorted id is validation
+    for d in ("images", "labels"):
+        (tmp_path / "f" / d).mkdir(parents=True)
+    lab = np.zeros((40, 50), np.uint16)
+    lab[5:15, 5:15] = 1
+    for i in range(5):
+        Image.fromarray(img).save(tmp_path / "f" / "images" / f"id{i}.png")
+        Image.fromarray(lab).save(tmp_path / "f" / "labels" / f"id{i}.png")
+    assert [x.source for x in load_source(tmp_path / "f", "val")] == ["f/id0", "f/id4"]
+    assert len(load_source(tmp_path / "f", "train")) == 3
