@@ -64,8 +64,9 @@ def write_image_outputs(result, outdir: str | Path, *, image_path: str | None = 
     paths["labelme"] = labelme.write(outdir / f"{s}.labelme.json", result.labels,
                                      image_path=image_path or f"{s}.image.png",
                                      scores=result.scores)
-    (outdir / "rois").mkdir(exist_ok=True)
-    paths["roi"] = imagej.write(outdir / "rois" / f"{s}.roi.zip", result.labels)
+    if result.labels.max() > 0:  # an ImageJ ROI set cannot be empty
+        (outdir / "rois").mkdir(exist_ok=True)
+        paths["roi"] = imagej.write(outdir / "rois" / f"{s}.roi.zip", result.labels)
     return paths
 
 
