@@ -166,3 +166,35 @@ def test_edited_annotations_change_the_count(synthetic_folder, tmp_path):
     assert _run(["measure", str(d / "field0.gsf"), "--annotations", str(edited),
                  "--out", str(back)]).exit_code == 0
     assert len(pd.read_csv(back / "particles.csv")) == 16 - 2
+
+
+def test_groups_are_compared(tmp_path):
+    """Two treatments with different particle sizes: the group table and the tests see it."""
+    root = tmp_path / "in"
+    for group, seed0 in (("fresh", 0), ("annealed", 10)):
+        (root / group).mkdir(parents=True)
+        for k in range(2):
+            hm, _ = _caps_field(seed0 + k)
+            if group == "annealed":  # sintered: the same caps, twice as wide
+                from scipy import ndimage as ndi
+                hm = HeightMap(ndi.zoom(hm.data, 2, order=1)[:128, :128], pixel_size=(PX, PX))
+            io.write(hm, root / group / f"{group}{k}.gsf")
+    out = tmp_path / "out"
+    res = _run(["analyze", str(root), "--out", str(out), "--method", "watershed",
+                "--no-refine", "--group-by-folder"])
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(out / "groups.csv", index_col="group")
+    assert set(table.index) == {"fresh", "annealed"}
+    d = table["eq_diameter_nm_mean"]
+    assert d["annealed"] > 1.5 * d["fresh"]
+    tests = pd.read_csv(out / "group_tests.csv")
+    assert tests["mw_p"].iloc[0] < 1e-3
+    assert (out / "diameter_by_group.png").is_file()
+    # the same grouping from a CSV
+    csv = tmp_path / "groups.csv"
+    csv.write_text("image,group\n" + "".join(f"{g}{k}.gsf,{g}\n" for g in ("fresh", "annealed")
+                                             for k in range(2)))
+    out2 = tmp_path / "out2"
+    assert _run(["analyze", str(root), "--out", str(out2), "--method", "watershed", "--no-refine",
+                 "--groups", str(csv)]).exit_code == 0
+    pd.testing.assert_frame_equal(table, pd.read_csv(out2 / "groups.csv", index_col="group"))

@@ -82,6 +82,30 @@ def _options(config: Optional[Path], given: dict):
         raise InputError(config, str(err)) from None
 
 
+def _groups(groups: Optional[Path], by_folder: bool, files: list[Path]) -> dict | None:
+    """image stem -> group, from a CSV (image, group) or from the files' folder names."""
+    if groups is not None and by_folder:
+        raise InputError(groups, "give either --groups or --group-by-folder, not both")
+    if by_folder:
+        return {f.stem: f.parent.name for f in files}
+    if groups is None:
+        return None
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(groups)
+    except (OSError, ValueError) as err:
+        raise InputError(groups, f"cannot read groups CSV ({err})") from None
+    if table.shape[1] < 2:
+        raise InputError(groups, "groups CSV needs two columns: image, group")
+    cols = ("image", "group") if {"image", "group"} <= set(table.columns) else table.columns[:2]
+    mapping = {Path(str(i)).stem: str(g) for i, g in zip(table[cols[0]], table[cols[1]])}
+    missing = [f.name for f in files if f.stem not in mapping]
+    if missing:
+        raise InputError(groups, f"no group for {len(missing)} image(s), e.g. {missing[0]}")
+    return mapping
+
+
 def _summary_table(results, failed, set_stats):
     from rich.table import Table
 
@@ -128,6 +152,10 @@ def analyze(
     scale_bar: Optional[float] = typer.Option(None, "--scale-bar",
                                               help="Plain images: length (nm) of the burnt-in scale bar."),
     config: Optional[Path] = typer.Option(None, help="YAML file with any of these options."),
+    groups: Optional[Path] = typer.Option(None, help="CSV mapping image -> group (columns: image, group) "
+                                                     "to compare samples/treatments."),
+    group_by_folder: bool = typer.Option(False, "--group-by-folder",
+                                         help="Group images by the name of their folder."),
     overwrite: bool = typer.Option(False, help="Replace an existing, non-empty output folder."),
 ) -> None:
     """Read -> level -> detect -> refine -> measure -> statistics, plots, exports and a report."""
@@ -145,6 +173,7 @@ def analyze(
     files = expand_inputs(inputs)
     if not files:
         raise InputError(Path(inputs[0]), "no files of a supported format found")
+    group_map = _groups(groups, group_by_folder, files)
     _prepare_out(out, overwrite)
     (out / "config.yaml").write_text(yaml.safe_dump(opts.to_dict(), sort_keys=False))
 
@@ -169,8 +198,10 @@ def analyze(
                 console.print(f"[red]skipped[/red] {err}")
             progress.advance(task)
     set_stats = write_set_outputs(results, out, options=opts.to_dict(), failed=failed,
-                                  include_border=opts.include_border)
+                                  include_border=opts.include_border, groups=group_map)
     Console().print(_summary_table(results, failed, set_stats))
+    if group_map:
+        Console().print(f"Group comparison in {out / 'groups.csv'} and {out / 'group_tests.csv'}")
     Console().print(f"Outputs in {out}/ (report: {out / 'report.html'})")
     if failed:
         raise typer.Exit(code=1)

@@ -89,11 +89,16 @@ def _jsonable(v: Any) -> Any:
 
 def write_set_outputs(results: Sequence, outdir: str | Path, *, options: dict | None = None,
                       failed: Iterable[tuple[str, str]] = (), include_border: bool = False,
+                      groups: dict[str, str] | None = None,
                       report: bool = True) -> dict[str, Any]:
     """Write the set files from analysed images (``pipeline.ImageResult`` list).
 
     ``failed`` lists (file, reason) of inputs that could not be analysed; they appear in the
-    summary and the report. Returns the set statistics (``stats.summarize_set`` output).
+    summary and the report. ``groups`` maps image name -> group (sample, treatment): then
+    ``groups.csv`` (means ± SEM per group), ``group_tests.csv`` (Kolmogorov-Smirnov and
+    Mann-Whitney tests of the diameter distributions between every pair of groups) and the
+    overlaid per-group histogram are written too. Returns the set statistics
+    (``stats.summarize_set`` output).
     """
     from particlesnn import plots, stats
 
@@ -150,6 +155,15 @@ def write_set_outputs(results: Sequence, outdir: str | Path, *, options: dict | 
             figs["height_histogram"] = plots.height_histogram(particles, include_border=include_border)
         if len(results) > 1:
             figs["diameter_per_image"] = plots.set_histograms(particles, include_border=include_border)
+    if groups and results:
+        groups = {r.name: groups[r.name] for r in results}
+        stats.group_table(particles, groups, include_border=include_border).to_csv(outdir / "groups.csv")
+        if len(set(groups.values())) > 1:
+            stats.compare_groups(particles, groups, include_border=include_border).to_csv(
+                outdir / "group_tests.csv", index=False)
+        if len(particles):
+            figs["diameter_by_group"] = plots.group_histograms(particles, groups,
+                                                                include_border=include_border)
     plot_paths = {}
     for name, fig in figs.items():
         plots.save(fig, outdir / name)
