@@ -198,3 +198,14 @@ def test_groups_are_compared(tmp_path):
     assert _run(["analyze", str(root), "--out", str(out2), "--method", "watershed", "--no-refine",
                  "--groups", str(csv)]).exit_code == 0
     pd.testing.assert_frame_equal(table, pd.read_csv(out2 / "groups.csv", index_col="group"))
+
+
+def test_all_inputs_bad_still_reports(tmp_path):
+    bad = tmp_path / "cut.gsf"
+    bad.write_bytes(b"Gwyddion Simple Field 1.0\nXRes = 100\nYRes = 100\n")
+    out = tmp_path / "out"
+    res = _run(["analyze", str(bad), "--out", str(out), "--method", "threshold"])
+    assert res.exit_code == 1
+    assert "cut.gsf" in res.output and "Traceback" not in res.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["images"] == [] and len(summary["failed"]) == 1

@@ -126,8 +126,11 @@ def write_set_outputs(results: Sequence, outdir: str | Path, *, options: dict | 
                             **({"pixel_x": r.levelled.pixel_size[0],
                                 "pixel_y": r.levelled.pixel_size[1]}
                                if r.levelled.pixel_size else {})} for r in results])
-    set_stats = stats.summarize_set(particles, images if len(images) else None,
-                                    include_border=include_border)
+    if results:
+        set_stats = stats.summarize_set(particles, images, include_border=include_border)
+    else:  # every input failed: nothing to summarise, but the failures are still reported
+        set_stats = {"per_image": pd.DataFrame(), "joint": {"count": 0, "n_images": 0},
+                     "length_unit": "px"}
     joint = {k: v for k, v in set_stats["joint"].items() if np.isscalar(v) or v is None}
     summary = pd.DataFrame(rows + [{"image": "ALL", **joint,
                                     "seconds": round(sum(r.seconds for r in results), 4)}])
