@@ -6,7 +6,6 @@ the console script or from ``typer.testing.CliRunner``.
 """
 import sys
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -14,11 +13,11 @@ from particlesnn.errors import InputError
 
 
 class _Group(TyperGroup):
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)
         except InputError as err:
-            click.echo(f"error: {err}", err=True)
+            typer.echo(f"error: {err}", err=True)
             sys.exit(2)
 
 
