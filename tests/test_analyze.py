@@ -209,3 +209,19 @@ def test_all_inputs_bad_still_reports(tmp_path):
     assert "cut.gsf" in res.output and "Traceback" not in res.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["images"] == [] and len(summary["failed"]) == 1
+
+
+def test_parallel_workers_give_identical_tables(synthetic_folder, tmp_path):
+    d, _ = synthetic_folder
+    hm, _ = _caps_field(7)
+    io.write(hm, d / "field0.txt")  # same stem as field0.gsf: both kept, named apart
+    a, b = tmp_path / "serial", tmp_path / "parallel"
+    assert _run(["analyze", str(d), "--out", str(a), "--method", "watershed"]).exit_code == 0
+    assert _run(["analyze", str(d), "--out", str(b), "--method", "watershed",
+                 "--workers", "2"]).exit_code == 0
+    pa, pb = pd.read_csv(a / "particles.csv"), pd.read_csv(b / "particles.csv")
+    assert set(pa["image"]) == {"field0_gsf", "field0_txt", "field1", "field2"}
+    pd.testing.assert_frame_equal(pa, pb)
+    sa = pd.read_csv(a / "summary.csv").drop(columns=["seconds"])
+    sb = pd.read_csv(b / "summary.csv").drop(columns=["seconds"])
+    pd.testing.assert_frame_equal(sa, sb)

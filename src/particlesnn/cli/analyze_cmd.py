@@ -82,6 +82,41 @@ def _options(config: Optional[Path], given: dict):
         raise InputError(config, str(err)) from None
 
 
+def _analyze_one(f: Path, name: str, opts, out: Path):
+    """Analyse one file and write its outputs; the result, or the reason it failed."""
+    from particlesnn.export.results import write_image_outputs
+    from particlesnn.pipeline import analyze_file
+
+    try:
+        r = analyze_file(f, opts)
+        if r.name != name:  # two inputs with the same stem: name them apart
+            r.heightmap.source = f.with_name(name + f.suffix)
+        write_image_outputs(r, out)
+        return r
+    except InputError as err:
+        return err.problem
+
+
+def _init_worker() -> None:
+    import os
+
+    os.environ["PARTICLESNN_THREADS"] = "1"
+
+
+def _run_all(files: list[Path], names: list[str], opts, out: Path, workers: int):
+    """Yield (file, ImageResult or failure reason) in input order, serially or in processes."""
+    if workers <= 1 or len(files) <= 1:
+        for f, n in zip(files, names):
+            yield f, _analyze_one(f, n, opts, out)
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
+        futures = [pool.submit(_analyze_one, f, n, opts, out) for f, n in zip(files, names)]
+        for f, fut in zip(files, futures):
+            yield f, fut.result()
+
+
 def _groups(groups: Optional[Path], by_folder: bool, files: list[Path]) -> dict | None:
     """image stem -> group, from a CSV (image, group) or from the files' folder names."""
     if groups is not None and by_folder:
@@ -157,14 +192,15 @@ def analyze(
     group_by_folder: bool = typer.Option(False, "--group-by-folder",
                                          help="Group images by the name of their folder."),
     overwrite: bool = typer.Option(False, help="Replace an existing, non-empty output folder."),
+    workers: int = typer.Option(1, min=1, help="Images analysed in parallel (processes; each "
+                                                "runs the model on one thread)."),
 ) -> None:
     """Read -> level -> detect -> refine -> measure -> statistics, plots, exports and a report."""
     import yaml
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from particlesnn.export.results import write_image_outputs, write_set_outputs
-    from particlesnn.pipeline import analyze_file
+    from particlesnn.export.results import write_set_outputs
 
     opts = _options(config, dict(method=method, diameter=diameter, pixel_size=pixel_size,
                                  polarity=polarity, min_size=min_size, max_size=max_size,
@@ -179,23 +215,17 @@ def analyze(
 
     console = Console(stderr=True)
     results, failed = [], []
-    names = set()
+    stems = [f.stem for f in files]
+    names = [s if stems.count(s) == 1 else f"{s}_{f.suffix.lstrip('.')}" for s, f in zip(stems, files)]
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, transient=True) as progress:
         task = progress.add_task("analysing", total=len(files))
-        for f in files:
-            progress.update(task, description=f"analysing {f.name}")
-            try:
-                r = analyze_file(f, opts)
-                if r.name in names:  # two inputs with the same stem: keep both
-                    r.heightmap.metadata["stem_clash"] = True
-                    r.heightmap.source = f.with_name(f"{f.stem}_{len(names)}{f.suffix}")
-                names.add(r.name)
-                write_image_outputs(r, out)
-                results.append(r)
-            except InputError as err:
-                failed.append((str(f), err.problem))
-                console.print(f"[red]skipped[/red] {err}")
+        for f, outcome in _run_all(files, names, opts, out, workers):
+            if isinstance(outcome, str):
+                failed.append((str(f), outcome))
+                console.print(f"[red]skipped[/red] {f.name}: {outcome}")
+            else:
+                results.append(outcome)
             progress.advance(task)
     set_stats = write_set_outputs(results, out, options=opts.to_dict(), failed=failed,
                                   include_border=opts.include_border, groups=group_map)
