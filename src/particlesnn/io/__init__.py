@@ -29,6 +29,7 @@ import numpy as np
 
 from particlesnn.errors import InputError
 from particlesnn.heightmap import HeightMap
+from particlesnn.io._common import read_bytes
 
 #: Format modules (name -> module path), in the order content sniffing tries them.
 _MODULES = {
@@ -87,17 +88,7 @@ def detect(path: str | Path) -> str:
     extension is recognised.
     """
     p = Path(path)
-    try:
-        with open(p, "rb") as fh:
-            head = fh.read(4096)
-    except FileNotFoundError:
-        raise InputError(p, "file not found") from None
-    except IsADirectoryError:
-        raise InputError(p, "is a directory, not a file") from None
-    except OSError as err:
-        raise InputError(p, f"cannot read file ({err.strerror or err})") from None
-    if not head:
-        raise InputError(p, "empty file")
+    head = read_bytes(p, limit=4096)
     ext = p.suffix.lower()
     for key in ("wsxm_ascii", "wsxm_binary", "gsf", "gwy", "nanonis", "nanoscope", "mdt", "nid"):
         if _module(key).sniff(head):

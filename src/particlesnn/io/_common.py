@@ -144,11 +144,16 @@ def _direction(name: str) -> str | None:
     return "fwd" if m.group(1).lower() in ("fwd", "forward") else "bwd"
 
 
-def read_bytes(path: str | Path) -> bytes:
-    """Whole file as bytes; InputError for a missing, unreadable or empty file."""
+def read_bytes(path: str | Path, limit: int | None = None) -> bytes:
+    """Whole file (or its first ``limit`` bytes) as bytes; InputError for a missing,
+    unreadable or empty file."""
     p = Path(path)
     try:
-        data = p.read_bytes()
+        if limit is None:
+            data = p.read_bytes()
+        else:
+            with open(p, "rb") as fh:
+                data = fh.read(limit)
     except FileNotFoundError:
         raise InputError(p, "file not found") from None
     except IsADirectoryError:
