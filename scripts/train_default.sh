@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Reproduces the shipped detector src/particlesnn/model/weights/default/ (about 40 min on 2 CPU
-# cores: 36 min of optimisation while 3000 synthetic images are generated in the background,
+# Reproduces the shipped detector src/particlesnn/model/weights/default/ (about 45 min on 2 CPU
+# cores: 40 min of optimisation while 3000 synthetic images are generated in the background,
 # ~1 min loading, ~1 min validation calibration and export, ~1 min synthetic threshold
 # calibration (particlesnn.training.calibrate)).
 # Data: particlesnn.synth presets + the built-in generator, plus the training part of
@@ -17,7 +17,7 @@ else
   echo "../shared/real/nuclei-dev not found: training on synthetic data only"
 fi
 PYTHONPATH=src "$PY" -W ignore -m particlesnn train "${DATA[@]}" --out "$RUN" \
-  --minutes 36 --n-synth 3000 --batch 8 --crop 160 --width 8 --lr 3e-3 --threads 2 --seed 0
+  --minutes 40 --n-synth 3000 --batch 8 --crop 160 --width 8 --lr 3e-3 --threads 2 --seed 0
 # decoding thresholds (prob, marker, min_score) on held-out synthetic STM images (~1 min)
 PYTHONPATH=src "$PY" -W ignore -m particlesnn.training.calibrate "$RUN"
 DEST=src/particlesnn/model/weights/default
