@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from particlesnn.errors import InputError
+from particlesnn.export._common import check_labels
 
 __all__ = ["write_labels", "read_labels", "write_scores", "read_scores", "write", "read"]
 
@@ -35,16 +36,8 @@ def write_labels(path: str | Path, labels: np.ndarray) -> Path:
     export polygons instead).
     """
     path = Path(path)
-    lab = np.asarray(labels)
-    if lab.ndim != 2 or lab.size == 0:
-        raise InputError(path, f"label image must be a non-empty 2D array, got shape {lab.shape}")
-    if lab.dtype.kind == "b":
-        lab = lab.astype(np.uint8)
-    if lab.dtype.kind not in "iu":
-        raise InputError(path, f"label image must hold integers, got dtype {lab.dtype}")
-    lo, hi = (int(lab.min()), int(lab.max()))
-    if lo < 0:
-        raise InputError(path, f"label image has negative labels (min {lo})")
+    lab = check_labels(labels, path)
+    hi = int(lab.max())
     if hi > MAX_LABEL:
         raise InputError(
             path,
