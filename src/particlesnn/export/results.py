@@ -171,9 +171,6 @@ def write_set_outputs(results: Sequence, outdir: str | Path, *, options: dict | 
     for name, fig in figs.items():
         plots.save(fig, outdir / name)
         plot_paths[name] = outdir / f"{name}.png"
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
 
     if report:
         from particlesnn.export.report import write_report
