@@ -9,7 +9,7 @@ then, in a fresh process per size with ``--threads`` intra-op threads, the chain
 ``io.read -> preprocess.level -> preprocess.orient -> segment.neural.segment_model`` runs
 ``--repeat`` times after loading the model once. Printed per size: seconds per run (median
 and min; model loading apart), the detection count, the stage split of the last run (read +
-level + orient, size estimate, network, decode) and the process's peak resident memory
+level + orient, network over the resampled copies, decode, merge) and the process's peak resident memory
 (``ru_maxrss``, everything: Python, numpy, onnxruntime).
 """
 from __future__ import annotations
@@ -49,7 +49,7 @@ def make_file(size: int, folder: Path) -> Path:
 def run_one(path: Path, repeat: int, model_dir: str | None) -> dict:
     """Time the chain on one file in this process; returns the figures as a dict."""
     from particlesnn.io import read
-    from particlesnn.model import load_model, predict_maps
+    from particlesnn.model import load_model
     from particlesnn.preprocess import level, orient
     from particlesnn.segment import neural
 
@@ -67,20 +67,23 @@ def run_one(path: Path, repeat: int, model_dir: str | None) -> dict:
     t0 = time.perf_counter()
     hm, _ = orient(level(read(path)), "auto")
     t1 = time.perf_counter()
-    d = neural.estimate_diameter(hm.data.astype("float32"))
+    prof = neural.PROFILES[seg.info.get("profile") or "standard"]
+    factors = seg.info.get("scales") or [1.0]
     t2 = time.perf_counter()
-    maps = predict_maps(model, hm.data)
+    maps_list = neural.profile_maps(model, hm.data.astype("float32"), factors, prof["background_sigma"])
     t3 = time.perf_counter()
-    from particlesnn.segment.decode import decode
-
-    decode(maps, **{k: model.thresholds[k] for k in ("prob_thresh", "marker_thresh", "min_area", "min_score")})
+    cands = neural.decode_profile(maps_list, model.thresholds)
     t4 = time.perf_counter()
+    from particlesnn.segment.decode import merge_instances
+
+    merge_instances(cands, hm.shape)
+    t5 = time.perf_counter()
     times.sort()
     return {"file": path.name, "shape": list(hm.shape), "model_load_s": round(t_load, 3),
             "median_s": round(times[len(times) // 2], 3), "min_s": round(times[0], 3),
-            "count": count, "scale": seg.info.get("scale"), "diameter_px": d,
-            "stages_s": {"read_level_orient": round(t1 - t0, 3), "size_estimate": round(t2 - t1, 3),
-                         "network": round(t3 - t2, 3), "decode": round(t4 - t3, 3)},
+            "count": count, "profile": seg.info.get("profile"), "scales": factors,
+            "stages_s": {"read_level_orient": round(t1 - t0, 3), "network": round(t3 - t2, 3),
+                         "decode": round(t4 - t3, 3), "merge": round(t5 - t4, 3)},
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 

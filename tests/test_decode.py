@@ -77,3 +77,57 @@ def test_size_estimate_and_scale():
     assert choose_scale((512, 512), 20.0) == 1.0
     assert choose_scale((512, 512), 80.0) == pytest.approx(0.5)
     assert choose_scale((512, 512), None) == 1.0
+
+
+def test_merge_instances_keeps_best_and_maps_back():
+    from particlesnn.segment.decode import merge_instances
+
+    full = _discs((64, 64), [(16, 16, 6), (48, 48, 10)])
+    # the same large disc found on a copy shrunk by 2 (better score), plus a fragment of it
+    # at full size (worse score) and the small disc only at full size
+    half = _discs((32, 32), [(24, 24, 5)])
+    frag = np.zeros((64, 64), np.int32)
+    frag[full == 1] = 1
+    frag[44:52, 44:52] = 2
+    seg = merge_instances([(frag, np.array([0.9, 0.5]), 1.0), (half, np.array([0.95]), 0.5)],
+                          (64, 64))
+    assert seg.count == 2
+    assert seg.scores.tolist() == pytest.approx([0.95, 0.9])
+    big = seg.labels == 1
+    inter = (big & (full == 2)).sum() / (big | (full == 2)).sum()
+    assert inter > 0.8  # mapped back to the full grid at the right place and size
+    assert ((seg.labels == 2) == (full == 1)).all()
+    empty = merge_instances([(np.zeros((8, 8), np.int32), np.zeros(0), 1.0)], (8, 8))
+    assert empty.count == 0 and empty.labels.shape == (8, 8)
+
+
+def test_auto_profile_switches_when_the_standard_pass_is_unsure(monkeypatch):
+    import particlesnn.segment.neural as neural
+    from particlesnn.heightmap import HeightMap
+    from particlesnn.model import load_model
+
+    model = load_model()
+    lab = _discs((96, 96), [(20, 20, 5), (60, 30, 5), (40, 70, 5)])
+    calls = []
+
+    def fake_pass(model_, data, factors, sigma, tile):
+        calls.append(sigma)
+        score = 0.80 if sigma == neural.PROFILES["standard"]["background_sigma"] else 0.95
+        return [(lab, np.full(3, score), 1.0)]
+
+    monkeypatch.setattr(neural, "_one_pass", fake_pass)
+    hm = HeightMap(np.random.default_rng(0).random((96, 96)), pixel_size=None, unit="a.u.")
+    seg = neural.segment_model(hm, model=model)
+    assert calls == [20.0, 3.0]
+    assert seg.info["profile"] == "textured" and "unsure" in seg.info["profile_reason"]
+    assert seg.count == 3 and seg.scores.min() == pytest.approx(0.95)
+
+    calls.clear()
+    monkeypatch.setattr(neural, "SWITCH_MEAN_SCORE", 0.5)
+    model.thresholds.pop("textured_below_mean_score", None)
+    seg = neural.segment_model(hm, model=model)
+    assert calls == [20.0] and seg.info["profile"] == "standard"
+    seg = neural.segment_model(hm, model=model, profile="textured")
+    assert calls == [20.0, 3.0] and seg.info["profile_reason"] == "chosen by the user"
+    with pytest.raises(Exception, match="profile"):
+        neural.segment_model(hm, model=model, profile="nope")

@@ -13,6 +13,7 @@ particles) become one particle each.
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
@@ -91,3 +92,59 @@ def relabel_with_scores(labels: np.ndarray, prob: np.ndarray, min_area: int = 1,
     """Renumber a label image 1..n and score each particle by mean ``prob`` (px grid of labels)."""
     return _finish(np.asarray(labels), np.asarray(prob, np.float32), min_area, min_score,
                    dict(info or {}))
+
+
+def merge_instances(candidates, shape: tuple[int, int], max_overlap: float = 0.3) -> Segmentation:
+    """Merge instances found at several resampling factors into one label image.
+
+    Parameters
+    ----------
+    candidates : iterable of ``(labels, scores, factor)``: a label image on a grid resampled by
+        ``factor`` (< 1 = shrunk; ``labels.shape`` is about ``shape * factor``), and the score
+        of each of its particles (``scores[k - 1]`` for label ``k``).
+    shape : (rows, cols) of the output grid, px.
+    max_overlap : a candidate is dropped when more than this fraction of its area is already
+        taken by a better-scored particle.
+
+    Every particle is brought back to the output grid inside its own bounding box (nearest
+    neighbour), so memory stays that of one label image. Candidates are taken in decreasing
+    score; a kept one gets the pixels not yet taken.
+
+    Returns
+    -------
+    Segmentation with consecutive int32 labels (in decreasing score) and their scores.
+    """
+    rows, cols = int(shape[0]), int(shape[1])
+    items = []
+    for labels, scores, factor in candidates:
+        labels = np.asarray(labels)
+        scores = np.asarray(scores, float)
+        f = float(factor)
+        for i, sl in enumerate(ndi.find_objects(labels)):
+            if sl is not None:
+                items.append((float(scores[i]), labels, i + 1, sl, f))
+    items.sort(key=lambda t: -t[0])
+    out = np.zeros((rows, cols), np.int32)
+    kept: list[float] = []
+    for score, labels, k, sl, f in items:
+        patch = (labels[sl] == k).astype(np.uint8)
+        if f == 1.0:
+            r0, c0 = sl[0].start, sl[1].start
+        else:
+            r0 = int(np.floor(sl[0].start / f))
+            c0 = int(np.floor(sl[1].start / f))
+            r1 = min(rows, max(r0 + 1, int(np.ceil(sl[0].stop / f))))
+            c1 = min(cols, max(c0 + 1, int(np.ceil(sl[1].stop / f))))
+            patch = cv2.resize(patch, (c1 - c0, r1 - r0), interpolation=cv2.INTER_NEAREST)
+        m = patch.astype(bool)
+        area = int(m.sum())
+        if area == 0:
+            continue
+        region = out[r0:r0 + m.shape[0], c0:c0 + m.shape[1]]
+        m = m[:region.shape[0], :region.shape[1]]
+        taken = (region > 0) & m
+        if taken.sum() > max_overlap * area:
+            continue
+        kept.append(score)
+        region[m & ~taken] = len(kept)
+    return Segmentation(out, np.asarray(kept, np.float32), {"max_overlap": float(max_overlap)})
