@@ -19,13 +19,26 @@ from particlesnn.heightmap import HeightMap  # noqa: E402
 from particlesnn.segment import Segmentation  # noqa: E402
 
 
+#: Model folder the "model" method uses (None = the shipped default); set by ``--model``.
+MODEL_DIR: str | None = None
+_MODEL = None
+
+
 def segment(hm: HeightMap, method: str) -> Segmentation:
-    """``particlesnn.segment.segment`` when the dispatcher exists, else the classic module."""
+    """``particlesnn.segment.segment`` when the dispatcher exists, else the classic module.
+    The model (``MODEL_DIR``) is loaded once."""
+    global _MODEL
     try:
         from particlesnn.segment import segment as dispatch
     except ImportError:
         dispatch = None
     if dispatch is not None:
+        if method == "model":
+            if _MODEL is None:
+                from particlesnn.model import load_model
+
+                _MODEL = load_model(MODEL_DIR)
+            return dispatch(hm, method=method, model=_MODEL)
         return dispatch(hm, method=method)
     from particlesnn.segment import classic
 

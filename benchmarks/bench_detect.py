@@ -111,7 +111,7 @@ def main() -> None:
             out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])
             print(f"{size}x{size}: median {r['median_s']:.3f} s (min {r['min_s']:.3f} s), "
-                  f"{r['count']} particles, scale {r['scale']}, peak RSS {r['peak_rss_mb']:.0f} MB, "
+                  f"{r['count']} particles, profile {r['profile']} at {r['scales']}, peak RSS {r['peak_rss_mb']:.0f} MB, "
                   f"model load {r['model_load_s']:.3f} s, stages {r['stages_s']}")
     print(f"load_avg after={os.getloadavg()[0]:.2f}")
 

@@ -60,7 +60,9 @@ def main(argv=None) -> int:
                     help="method drawn in the overlays (default: model when it runs, else the first)")
     ap.add_argument("--out", type=Path, default=None, help="write real-<split>.md and .json here")
     ap.add_argument("--limit", type=int, default=None, help="at most this many images per set (smoke runs)")
+    ap.add_argument("--model", default=None, help="model folder for the model method (default: shipped)")
     args = ap.parse_args(argv)
+    C.MODEL_DIR = args.model
     if not args.root.is_dir():
         print(f"{args.root} not present: nothing to do")
         return 0

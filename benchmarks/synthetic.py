@@ -53,7 +53,9 @@ def main(argv=None) -> int:
                     help="orientation: 'auto' as the analysis does, or 'bright' (the truth: STM "
                          "particles protrude)")
     ap.add_argument("--out", type=Path, default=None, help="write synthetic.md and .json here")
+    ap.add_argument("--model", default=None, help="model folder for the model method (default: shipped)")
     args = ap.parse_args(argv)
+    C.MODEL_DIR = args.model
     wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
     t_start = time.perf_counter()
 

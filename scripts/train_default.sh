@@ -3,19 +3,22 @@
 # cores: 40 min of optimisation while 3000 synthetic images are generated in the background,
 # ~1 min loading, ~1 min validation calibration and export, ~1 min synthetic threshold
 # calibration (particlesnn.training.calibrate)).
-# Data: particlesnn.synth presets + the built-in generator, plus the training part of
-# ../shared/real/nuclei-dev when present (every 4th sorted id is held out for validation).
+# Data: particlesnn.synth presets + the built-in generator, plus the training parts of
+# ../shared/real/nuclei-dev (every 4th sorted id is held out for validation) and
+# ../shared/real/stem-dev (Cu*, Ru*; boxes as weak ellipse labels; Pd* held out) when present.
 # Usage: scripts/train_default.sh [RUN_DIR]   (default build/train-default, git-ignored); then it copies the model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 RUN=${1:-build/train-default}
 DATA=()
-if [ -d ../shared/real/nuclei-dev ]; then
-  DATA+=(--data ../shared/real/nuclei-dev)
-else
-  echo "../shared/real/nuclei-dev not found: training on synthetic data only"
-fi
+for SET in nuclei-dev stem-dev; do
+  if [ -d "../shared/real/$SET" ]; then
+    DATA+=(--data "../shared/real/$SET")
+  else
+    echo "../shared/real/$SET not found: training without it"
+  fi
+done
 PYTHONPATH=src "$PY" -W ignore -m particlesnn train "${DATA[@]}" --out "$RUN" \
   --minutes 40 --n-synth 3000 --batch 8 --crop 160 --width 8 --lr 3e-3 --threads 2 --seed 0
 # decoding thresholds (prob, marker, min_score) on held-out synthetic STM images (~1 min)

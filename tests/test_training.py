@@ -108,3 +108,48 @@ def test_coco_and_label_folder_sources(tmp_path):
         Image.fromarray(lab).save(tmp_path / "f" / "labels" / f"id{i}.png")
     assert [x.source for x in load_source(tmp_path / "f", "val")] == ["f/id0", "f/id4"]
     assert len(load_source(tmp_path / "f", "train")) == 3
+
+
+def test_boxes_become_inscribed_ellipses_small_on_top():
+    from particlesnn.training.data import boxes_to_labels
+
+    lab = boxes_to_labels(np.array([[10, 10, 50, 30], [20, 15, 26, 21]]), (64, 64))
+    assert lab.max() == 2
+    big = (lab > 0).sum()  # both together fill the big ellipse
+    assert abs(big - np.pi * 20 * 10) / (np.pi * 20 * 10) < 0.06
+    small = (lab == 2).sum()  # the inner box (drawn last) keeps its own ellipse
+    assert abs(small - np.pi * 3 * 3) / (np.pi * 9) < 0.5 and small > 0
+    assert lab[0, 0] == 0 and lab[20, 30] == 1
+
+
+def test_yolo_folder_weak_labels_resampled_and_tiled(tmp_path):
+    from PIL import Image
+
+    from particlesnn.training.data import YOLO_TARGET_PX, load_source
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    for k in range(4):  # every 4th sorted id (k = 0) is the validation part
+        img = (rng.random((300, 300)) * 50).astype(np.uint8)
+        lines = []
+        for cy, cx in ((60, 60), (150, 200), (240, 90)):
+            yy, xx = np.mgrid[0:300, 0:300]
+            img[(yy - cy) ** 2 + (xx - cx) ** 2 < 14 ** 2] = 220
+            lines.append(f"0 {cx / 300} {cy / 300} {28 / 300} {28 / 300}")
+        Image.fromarray(img).save(tmp_path / "images" / f"im{k}.png")
+        (tmp_path / "labels" / f"im{k}.txt").write_text("\n".join(lines))
+    train = load_source(tmp_path, "train")
+    val = load_source(tmp_path, "val")
+    assert {s.source.split("@")[0] for s in train} == {f"{tmp_path.name}/im{k}" for k in (1, 2, 3)}
+    assert {s.source.split("@")[0] for s in val} == {f"{tmp_path.name}/im0"}
+    # 28 px boxes resampled to YOLO_TARGET_PX: 300 px -> 150 px, one tile per image
+    s = train[0]
+    assert s.image.shape == (150, 150)
+    fg = s.targets[0] > 127
+    from scipy import ndimage as ndi
+
+    lab, n = ndi.label(fg)
+    assert n == 3
+    d = np.sqrt(4 * np.bincount(lab.ravel())[1:] / np.pi)
+    assert np.allclose(d, YOLO_TARGET_PX, atol=2.5)

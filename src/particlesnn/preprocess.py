@@ -414,20 +414,25 @@ def protrusion_mask(z: np.ndarray, k: float = 3.0, grow: int = 2) -> np.ndarray:
     return m
 
 
-def level(hm: HeightMap, plane: bool = True, lines: str | None = "median", clip: bool = True,
+def level(hm: HeightMap, plane: bool = True, lines: str | None = "auto", clip: bool = True,
           k_mask: float = 3.0, k_spike: float = 6.0, mask: np.ndarray | None = None) -> HeightMap:
     """The default levelling chain used by the analysis.
 
     1. robust plane removal (:func:`level_plane`);
     2. scan-line correction (:func:`level_lines` with ``lines`` = ``"median"``, ``"diff"``,
-       ``"poly"`` or None) leaving out a first-pass mask of protrusions (:func:`protrusion_mask`
-       of a quick unmasked line correction) and ``mask`` / ``hm.metadata["mask"]`` (annotation);
+       ``"poly"`` or None; ``"auto"`` = ``"median"`` for scans read from instrument files and
+       None for plain images (``metadata["format"] == "image"``: TEM/SEM/light micrographs have
+       no scan lines, and row offsets there leave dark bands) leaving out a first-pass mask of
+       protrusions (:func:`protrusion_mask` of a quick unmasked line correction) and ``mask`` /
+       ``hm.metadata["mask"]`` (annotation);
     3. spike and scar clipping (:func:`clip_spikes`, threshold ``k_spike`` sigma).
 
     The result is shifted so that the background (median outside the protrusion mask) is 0.
     Units are kept (nm for topography). ``metadata["levelling"]`` records the steps and the
     number of clipped pixels.
     """
+    if lines == "auto":
+        lines = None if hm.metadata.get("format") == "image" else "median"
     z = np.asarray(hm.data, dtype=np.float64)
     z = fill_invalid(z) if not np.isfinite(z).all() else z
     excl = None

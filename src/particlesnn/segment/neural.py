@@ -238,13 +238,13 @@ def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
     if profile == "auto":
         if seg.count >= SWITCH_MIN_COUNT and mean < switch:
             chosen = "textured"
-            reason = (f"standard pass unsure (mean score {mean:.3f} < {switch:.2f} over "
+            reason = (f"standard pass unsure (mean score {mean:.3f} < {switch:.3f} over "
                       f"{seg.count} particles): small particles on a textured support assumed")
             cands = _one_pass(model, data, factors(chosen), PROFILES[chosen]["background_sigma"],
                               tile)
             seg = merge_instances(cands, data.shape)
         elif seg.count:
-            reason = f"standard pass sure enough (mean score {mean:.3f} >= {switch:.2f})"
+            reason = f"standard pass sure enough (mean score {mean:.3f} >= {switch:.3f})"
         else:
             reason = "standard pass found no particles"
     th = model.thresholds

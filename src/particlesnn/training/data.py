@@ -7,9 +7,15 @@ Sources (all give a 2D float image with particles bright, and an int label image
 * folders written by ``particlesnn synth``: ``S.labels.tif`` next to a height map ``S.*``;
 * instance-label folders: ``images/ID.*`` + ``labels/ID.*`` (e.g. ``../shared/real/nuclei-dev``;
   ``index.csv`` with a ``background`` column marks dark-object images, which are inverted);
-* COCO JSON files (polygons or RLE), images relative to the JSON file.
+* COCO JSON files (polygons or RLE), images relative to the JSON file;
+* YOLO box folders: ``images/ID.*`` + ``labels/ID.txt`` (e.g. ``../shared/real/stem-dev``). Boxes
+  are weak labels: each becomes the ellipse inscribed in it. The image is resampled so that its
+  median box is about :data:`YOLO_TARGET_PX` across (the size the multi-scale inference sees
+  best) and cut into tiles of :data:`YOLO_TILE` px.
 
-For every file source the validation part is fixed: ids sorted, every 4th (index % 4 == 0).
+For every file source the validation part is fixed: ids sorted, every 4th (index % 4 == 0);
+the real development sets use :func:`particlesnn.io.groundtruth.real_split` (the same rule for
+nuclei-dev; for stem-dev the ``Pd*`` images are held out).
 """
 from __future__ import annotations
 
@@ -85,11 +91,77 @@ def load_label_folder(folder: Path, part: str = "train", limit: int | None = Non
             for row in csv.DictReader(fh):
                 if row.get("background", "").strip() == "bright":
                     dark.add(row.get("id", "").strip())
-    ids = _split([i for i in imgs if i in labs], part)
+    ids = _part_ids(folder, [i for i in imgs if i in labs], part)
     if limit:
         ids = ids[:limit]
     return [to_sample(_grey(_read_image(imgs[i])), _read_image(labs[i]), f"{folder.name}/{i}",
                       invert=i in dark) for i in ids]
+
+
+#: Median box side (px) YOLO training images are resampled to.
+YOLO_TARGET_PX = 14.0
+#: Tile side (px) YOLO training images are cut into after resampling.
+YOLO_TILE = 256
+
+
+def _part_ids(folder: Path, ids: list[str], part: str) -> list[str]:
+    """The ids of ``part`` ("train", "val", "all"): the real sets' own split, else every 4th."""
+    from particlesnn.io.groundtruth import REAL_SETS, real_split
+
+    if folder.name in REAL_SETS and part != "all":
+        try:
+            split = real_split(folder.name, ids)
+            return sorted(i for i in ids if split[i] == part)
+        except ValueError:
+            pass
+    return _split(ids, part)
+
+
+def boxes_to_labels(xyxy: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Weak instance labels from boxes: the ellipse inscribed in each box (x0, y0, x1, y1 px),
+    larger boxes drawn first so that a small box inside a large one stays visible."""
+    import cv2
+
+    labels = np.zeros(shape, np.int32)
+    b = np.asarray(xyxy, float).reshape(-1, 4)
+    order = np.argsort(-(b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))
+    for k, i in enumerate(order, start=1):
+        x0, y0, x1, y1 = b[i]  # pixel (column, row) edges: pixel j spans [j, j + 1)
+        sh = 16  # sub-pixel drawing (shift 4): centre at the box centre, semi-axes half the sides
+        centre = (int(round(((x0 + x1) / 2 - 0.5) * sh)), int(round(((y0 + y1) / 2 - 0.5) * sh)))
+        axes = (max(sh // 2, int(round(((x1 - x0) / 2 - 0.5) * sh))),
+                max(sh // 2, int(round(((y1 - y0) / 2 - 0.5) * sh))))
+        cv2.ellipse(labels, centre, axes, 0, 0, 360, int(k), -1, lineType=cv2.LINE_8, shift=4)
+    return labels
+
+
+def load_yolo_folder(folder: Path, part: str = "train", limit: int | None = None) -> list[Sample]:
+    """Samples from a YOLO box folder (weak labels; see the module docstring)."""
+    import cv2
+
+    from particlesnn.io.groundtruth import read_yolo_folder
+
+    folder = Path(folder)
+    gts = read_yolo_folder(folder)
+    out = []
+    for i in _part_ids(folder, list(gts), part)[: limit or None]:
+        g = gts[i]
+        xyxy = np.asarray(g.truth.xyxy, float)
+        if not len(xyxy):
+            continue
+        img = _grey(_read_image(Path(g.image)))
+        med = float(np.median(np.sqrt((xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1]))))
+        f = float(np.clip(YOLO_TARGET_PX / max(med, 1.0), 1 / 16, 2.0))
+        size = (max(8, round(img.shape[1] * f)), max(8, round(img.shape[0] * f)))
+        img = cv2.resize(img, size, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_CUBIC)
+        labels = boxes_to_labels(xyxy * f, img.shape)
+        t = YOLO_TILE
+        for y in range(0, max(1, img.shape[0] - t // 2), t):
+            for x in range(0, max(1, img.shape[1] - t // 2), t):
+                lab = labels[y:y + t, x:x + t]
+                if lab.max() > 0:
+                    out.append(to_sample(img[y:y + t, x:x + t], lab, f"{folder.name}/{i}@{y},{x}"))
+    return out
 
 
 def load_synth_folder(folder: Path, part: str = "train", limit: int | None = None) -> list[Sample]:
@@ -153,6 +225,8 @@ def load_source(path: str | Path, part: str = "train", limit: int | None = None)
     if p.is_file() and p.suffix.lower() == ".json":
         return load_coco(p, part, limit)
     if (p / "images").is_dir() and (p / "labels").is_dir():
+        if any(p.joinpath("labels").glob("*.txt")):
+            return load_yolo_folder(p, part, limit)
         return load_label_folder(p, part, limit)
     if p.is_dir() and any(p.glob("*.labels.tif")):
         return load_synth_folder(p, part, limit)
@@ -242,14 +316,23 @@ def synth_stream(n: int, seed: int, size: int = 256, workers: int = 1, p_package
     return pool, it
 
 
+#: Background-removal sigmas (px) applied to training crops, with their probabilities: the
+#: "standard" (20) and "textured" (3) profiles of :mod:`particlesnn.segment.neural`, or none.
+BACKGROUND_SIGMAS = (20.0, 3.0, 0.0)
+BACKGROUND_P = (0.5, 0.25, 0.25)
+
+
 def random_crop_batch(samples: list[Sample], rng: np.random.Generator, batch: int,
                       crop: int, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A batch of augmented crops.
 
     Returns ``x`` (batch, 1, crop, crop) float32 and ``y`` (batch, 3, crop, crop) float32 in
-    [0, 1]. Augmentation: random crop (padded when smaller), flips, 90-degree rotations,
-    contrast gamma / scale / offset, extra noise.
+    [0, 1]. Augmentation: random crop (padded when smaller), flips, 90-degree rotations, the
+    background removal of inference (:data:`BACKGROUND_SIGMAS`: the crop minus its Gaussian
+    blur, renormalised), contrast gamma / scale / offset, extra noise.
     """
+    import cv2
+
     xs = np.zeros((batch, 1, crop, crop), np.float32)
     ys = np.zeros((batch, 3, crop, crop), np.float32)
     idx = rng.choice(len(samples), size=batch, p=weights)
@@ -270,6 +353,10 @@ def random_crop_batch(samples: list[Sample], rng: np.random.Generator, batch: in
         im, tt = np.rot90(im, k), np.rot90(tt, k, axes=(1, 2))
         if rng.random() < 0.5:
             im, tt = im[:, ::-1], tt[:, :, ::-1]
+        sig = BACKGROUND_SIGMAS[rng.choice(len(BACKGROUND_SIGMAS), p=BACKGROUND_P)]
+        if sig > 0:  # as segment.neural's profiles do before the network
+            im = np.ascontiguousarray(im)
+            im = normalise(im - cv2.GaussianBlur(im, (0, 0), sig, borderType=cv2.BORDER_REFLECT))
         r = rng.random()
         if r < 0.3:  # gamma on the [0, 1] part
             g = np.exp(rng.normal(0, 0.35))
