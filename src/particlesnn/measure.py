@@ -333,16 +333,20 @@ def measure(hm: HeightMap, labels: np.ndarray, *, scores: np.ndarray | None = No
         if h0c in fits.columns and "fit_status" in fits.columns:
             okf = fits[(fits["fit_status"] == "ok") & np.isfinite(fits[h0c].astype(float))]
             fit_h0 = dict(zip(okf["label"].astype(int), okf[h0c].astype(float)))
-    free = labels == 0
-    global_bg = float(np.median(data[free])) if free.any() else float(np.median(data))
+    global_bg = None  # median of all background pixels: computed only if a particle needs it
 
     # work on ids 1..n (find_objects allocates up to the largest id); report the given ids
-    labels, _, inv = relabel_sequential(labels)
-    lut = np.zeros(int(labels.max()) + 1, dtype=np.int64)
-    lut[inv.in_values] = inv.out_values
+    mx = int(labels.max()) if labels.size else 0
+    slices = ndi.find_objects(labels) if 0 < mx <= labels.size else []
+    if mx > labels.size or any(s is None for s in slices):  # ids not 1..n: relabel (a copy)
+        labels, _, inv = relabel_sequential(labels)
+        lut = np.zeros(int(labels.max()) + 1, dtype=np.int64)
+        lut[inv.in_values] = inv.out_values
+        slices = ndi.find_objects(labels)
+    else:
+        lut = np.arange(len(slices) + 1, dtype=np.int64)
     props = regionprops_table(labels, properties=("label", "area", "centroid", "bbox"))
     n = len(props["label"])
-    slices = ndi.find_objects(labels)
     recs: list[dict[str, Any]] = []
     for i in range(n):
         lab = int(props["label"][i])
@@ -405,6 +409,10 @@ def measure(hm: HeightMap, labels: np.ndarray, *, scores: np.ndarray | None = No
                 level = float(np.median(data[R0:R1, C0:C1][ring]))
                 break
         if level is None:
+            if global_bg is None:
+                free = labels == 0
+                global_bg = float(np.median(data[free])) if free.any() else float(np.median(data))
+                del free
             level, source = global_bg, "global"
         z = data[sl][own_full] - level
         rec[f"substrate_{zu}"] = level

@@ -5,6 +5,7 @@ the outputs. Nothing here writes files.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -114,9 +115,31 @@ def prepare(hm: HeightMap, options: AnalyzeOptions) -> tuple[HeightMap, str]:
     return preprocess.orient(lev, options.polarity)
 
 
-def analyze_heightmap(hm: HeightMap, options: AnalyzeOptions | None = None) -> ImageResult:
+_DETECTOR: dict[tuple, Any] = {}
+
+
+def detector():
+    """The shipped detector, loaded once per process (one onnxruntime session per worker).
+
+    Keyed by process id and ``PARTICLESNN_THREADS`` (the session's thread count): a forked
+    worker or a changed thread budget gets its own session.
+    """
+    key = (os.getpid(), os.environ.get("PARTICLESNN_THREADS"))
+    model = _DETECTOR.get(key)
+    if model is None:
+        from particlesnn.model import load_model
+
+        _DETECTOR.clear()
+        model = _DETECTOR[key] = load_model(None)
+    return model
+
+
+def analyze_heightmap(hm: HeightMap, options: AnalyzeOptions | None = None, *,
+                      tile: int | None = None) -> ImageResult:
     """Run the whole chain on a height map already read.
 
+    ``tile`` (px): side of the tiles the detector runs on (``method="model"``; default 1024,
+    larger images are run in overlapping tiles, which bounds the inference memory).
     Raises :class:`particlesnn.InputError` for maps that cannot be analysed (empty, constant...).
     """
     from particlesnn.segment import segment
@@ -124,7 +147,12 @@ def analyze_heightmap(hm: HeightMap, options: AnalyzeOptions | None = None) -> I
     options = options or AnalyzeOptions()
     t0 = time.perf_counter()
     levelled, polarity = prepare(hm, options)
-    seg = segment(levelled, options.method, diameter=options.diameter)
+    kw: dict[str, Any] = {}
+    if options.method == "model":
+        kw["model"] = detector()
+        if tile is not None:
+            kw["tile"] = int(tile)
+    seg = segment(levelled, options.method, diameter=options.diameter, **kw)
     warnings: list[str] = list(seg.info.get("warnings", []))
     return _finish(hm, levelled, seg.labels, seg.scores, options, polarity, warnings,
                    t0, info=dict(seg.info), refine=options.refine)

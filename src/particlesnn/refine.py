@@ -291,7 +291,7 @@ def refine(hm: HeightMap, labels: np.ndarray, *, smooth: bool = True, level: flo
         not computed), ``fit_iterations``, ``fit_smooth_px`` (smoothing sigma used).
     """
     labels = check_labels(hm, labels)
-    if labels.size and labels.max() > 0:
+    if labels.size and labels.max() > 0 and not _consecutive(labels):
         seq, _, inv = relabel_sequential(labels)
         if not np.array_equal(inv.in_values, inv.out_values):  # ids not 1..n: work on 1..n
             out_seq, fits = refine(hm, seq, smooth=smooth, level=level,
@@ -323,8 +323,7 @@ def refine(hm: HeightMap, labels: np.ndarray, *, smooth: bool = True, level: flo
         return out, _empty_fits(zu)
 
     if len(ids) > 1:
-        _, (ir, ic) = ndi.distance_transform_edt(labels == 0, return_indices=True)
-        nearest = labels[ir, ic]
+        nearest = _territories(labels)
     else:
         nearest = np.full(labels.shape, ids[0], dtype=labels.dtype)
 
@@ -582,6 +581,27 @@ def refine(hm: HeightMap, labels: np.ndarray, *, smooth: bool = True, level: flo
     fits = pd.DataFrame.from_records(recs)
     fits.attrs["level"] = level
     return out, fits
+
+
+def _consecutive(labels: np.ndarray) -> bool:
+    """True when the ids present are exactly 1..max (checked without a full-size copy)."""
+    mx = int(labels.max()) if labels.size else 0
+    if mx > labels.size:  # more ids than pixels: gaps for sure (and find_objects would
+        return False      # allocate a list as long as the largest id)
+    return all(s is not None for s in ndi.find_objects(labels))
+
+
+def _territories(labels: np.ndarray, band: int = 1024) -> np.ndarray:
+    """Label of the nearest labelled pixel (Euclidean) for every pixel.
+
+    Memory: the feature transform (2 x int32 per pixel) and the result; no distance map, and
+    the lookup runs in bands of ``band`` rows so no full-size index temporaries are made.
+    """
+    ind = ndi.distance_transform_edt(labels == 0, return_distances=False, return_indices=True)
+    nearest = np.empty_like(labels)
+    for r0 in range(0, labels.shape[0], band):
+        nearest[r0:r0 + band] = labels[ind[0, r0:r0 + band], ind[1, r0:r0 + band]]
+    return nearest
 
 
 def _values(img: np.ndarray, p: dict[str, Any], origin: tuple[int, int] | None = None

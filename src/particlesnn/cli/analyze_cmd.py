@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import glob
 import shutil
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -70,51 +69,22 @@ def _load_config(config: Optional[Path]) -> dict:
     return data
 
 
+#: Config-file keys that choose how a run is executed, not what it computes (they are not
+#: saved in the output's config.yaml and may change between a run and its --resume).
+RUN_KEYS = ("scheduler",)
+
+
 def _options(config: Optional[Path], given: dict):
     """Options from the config file, overridden by the options given on the command line."""
     from particlesnn.pipeline import AnalyzeOptions
 
     merged = _load_config(config)
     merged.update({k: v for k, v in given.items() if v is not None})
+    merged = {k: v for k, v in merged.items() if k not in RUN_KEYS}
     try:
         return AnalyzeOptions.from_dict(merged)
     except (TypeError, ValueError) as err:
         raise InputError(config, str(err)) from None
-
-
-def _analyze_one(f: Path, name: str, opts, out: Path):
-    """Analyse one file and write its outputs; the result, or the reason it failed."""
-    from particlesnn.export.results import write_image_outputs
-    from particlesnn.pipeline import analyze_file
-
-    try:
-        r = analyze_file(f, opts)
-        if r.name != name:  # two inputs with the same stem: name them apart
-            r.heightmap.source = f.with_name(name + f.suffix)
-        write_image_outputs(r, out)
-        return r
-    except InputError as err:
-        return err.problem
-
-
-def _init_worker() -> None:
-    import os
-
-    os.environ["PARTICLESNN_THREADS"] = "1"
-
-
-def _run_all(files: list[Path], names: list[str], opts, out: Path, workers: int):
-    """Yield (file, ImageResult or failure reason) in input order, serially or in processes."""
-    if workers <= 1 or len(files) <= 1:
-        for f, n in zip(files, names):
-            yield f, _analyze_one(f, n, opts, out)
-        return
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
-        futures = [pool.submit(_analyze_one, f, n, opts, out) for f, n in zip(files, names)]
-        for f, fut in zip(files, futures):
-            yield f, fut.result()
 
 
 def _groups(groups: Optional[Path], by_folder: bool, files: list[Path]) -> dict | None:
@@ -141,6 +111,46 @@ def _groups(groups: Optional[Path], by_folder: bool, files: list[Path]) -> dict 
     return mapping
 
 
+#: Images listed one by one in the terminal table; the rest are in summary.csv.
+CLI_MAX_ROWS = 100
+
+
+def _resume_check(out: Path, opts) -> bool:
+    """--resume: True when ``out`` holds an earlier run with the same options (its images
+    that are complete will be skipped), False when there is nothing to resume (empty or no
+    folder). Raises InputError when the saved options differ or ``out`` is not a run."""
+    import yaml
+
+    if not out.exists() or not any(out.iterdir()):
+        return False
+    saved_file = out / "config.yaml"
+    if not saved_file.is_file():
+        raise InputError(out, "--resume: no config.yaml here, not the output of an analyze run")
+    try:
+        saved = yaml.safe_load(saved_file.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise InputError(saved_file, f"--resume: cannot read the saved config ({err})") from None
+    now = opts.to_dict()
+    diff = [f"{k}: {saved.get(k)!r} saved, {now.get(k)!r} now"
+            for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+    if diff:
+        raise InputError(saved_file, "--resume with other options than the saved run ("
+                                     + "; ".join(diff) + "): use the same options or a new --out")
+    return True
+
+
+def _rows_of(items) -> list[tuple[str, dict, float, list]]:
+    """(name, summary, seconds, warnings) from ImageResults or per-image records."""
+    rows = []
+    for r in items:
+        if isinstance(r, dict):
+            rows.append((r["image"], r["row"], float(r.get("seconds", 0.0)),
+                         list(r.get("warnings") or [])))
+        else:
+            rows.append((r.name, r.summary, float(r.seconds), list(r.warnings)))
+    return rows
+
+
 def _summary_table(results, failed, set_stats):
     from rich.table import Table
 
@@ -157,16 +167,18 @@ def _summary_table(results, failed, set_stats):
         dtxt = "–" if d is None or d != d else f"{d:.3g} ± {e:.2g} {u}" if e == e else f"{d:.3g} {u}"
         return dens, dtxt
 
-    for r in results:
-        dens, dtxt = fmt(r.summary)
-        t.add_row(r.name, str(r.summary.get("count", 0)), dens, dtxt, f"{r.seconds:.2f}",
-                  "; ".join(r.warnings))
+    rows = _rows_of(results)
+    for name, summ, secs, warns in rows[:CLI_MAX_ROWS]:
+        dens, dtxt = fmt(summ)
+        t.add_row(name, str(summ.get("count", 0)), dens, dtxt, f"{secs:.2f}", "; ".join(warns))
+    if len(rows) > CLI_MAX_ROWS:
+        t.add_row(f"… {len(rows) - CLI_MAX_ROWS} more", "", "", "", "", "see summary.csv")
     for f, why in failed:
         t.add_row(Path(f).name, "–", "–", "–", "–", f"[red]FAILED: {why}[/red]")
-    if results:
+    if rows:
         dens, dtxt = fmt(set_stats["joint"])
         t.add_row("[b]ALL[/b]", str(set_stats["joint"].get("count", 0)), dens, dtxt,
-                  f"{sum(r.seconds for r in results):.2f}", "")
+                  f"{sum(r[2] for r in rows):.2f}", "")
     return t
 
 
@@ -193,43 +205,95 @@ def analyze(
                                          help="Group images by the name of their folder."),
     overwrite: bool = typer.Option(False, help="Replace an existing, non-empty output folder."),
     workers: int = typer.Option(1, min=1, help="Images analysed in parallel (processes; each "
-                                                "runs the model on one thread)."),
+                                                "runs the model on one thread; with --scheduler "
+                                                "local: Dask workers)."),
+    resume: bool = typer.Option(False, "--resume",
+                                help="Continue an interrupted run in --out: images whose outputs "
+                                     "are complete are skipped (the options must be the same)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler",
+                                            help="Run on Dask: 'local' (a local cluster of "
+                                                 "--workers processes) or a scheduler address "
+                                                 "tcp://host:8786 (needs particlesnn[dist])."),
 ) -> None:
     """Read -> level -> detect -> refine -> measure -> statistics, plots, exports and a report."""
+    import datetime as dt
+    import json
+
     import yaml
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from particlesnn.export.results import write_set_outputs
+    from particlesnn.export.results import (read_image_record, slim_record,
+                                            write_set_outputs_from_records)
+    from particlesnn.parallel import check_scheduler, mode_for, run_images, tasks_for
 
     opts = _options(config, dict(method=method, diameter=diameter, pixel_size=pixel_size,
                                  polarity=polarity, min_size=min_size, max_size=max_size,
                                  include_border=include_border, refine=refine, channel=channel,
                                  scale_bar=scale_bar))
+    if scheduler is None:
+        scheduler = _load_config(config).get("scheduler")
+    if resume and overwrite:
+        raise InputError(out, "give --resume or --overwrite, not both")
+    if scheduler:
+        check_scheduler(scheduler)
     files = expand_inputs(inputs)
     if not files:
         raise InputError(Path(inputs[0]), "no files of a supported format found")
     group_map = _groups(groups, group_by_folder, files)
-    _prepare_out(out, overwrite)
-    (out / "config.yaml").write_text(yaml.safe_dump(opts.to_dict(), sort_keys=False))
+    resuming = resume and _resume_check(out, opts)
+    if not resuming:
+        _prepare_out(out, overwrite)
+        (out / "config.yaml").write_text(yaml.safe_dump(opts.to_dict(), sort_keys=False))
 
     console = Console(stderr=True)
-    results, failed = [], []
     stems = [f.stem for f in files]
     names = [s if stems.count(s) == 1 else f"{s}_{f.suffix.lstrip('.')}" for s, f in zip(stems, files)]
+    tasks = tasks_for(files, names, out, opts.to_dict())
+    done: dict[int, dict] = {}
+    failed_at: dict[int, tuple[str, str]] = {}
+    if resuming:
+        for t in tasks:
+            rec = read_image_record(out, t.name, source=t.path)
+            if rec is not None:
+                done[t.index] = slim_record(rec)
+    todo = [t for t in tasks if t.index not in done]
+    mode = mode_for(workers, scheduler)
+    if mode == "processes" and len(todo) <= 1:
+        mode = "serial"
+
+    def log(event: dict) -> None:  # the progress log; only this (parent) process appends to it
+        event = {"time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **event}
+        with open(out / "progress.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(event) + "\n")
+
+    if done:
+        log({"event": "resume", "complete": len(done), "todo": len(todo)})
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, transient=True) as progress:
-        task = progress.add_task("analysing", total=len(files))
-        for f, outcome in _run_all(files, names, opts, out, workers):
-            if isinstance(outcome, str):
-                failed.append((str(f), outcome))
-                console.print(f"[red]skipped[/red] {f.name}: {outcome}")
-            else:
-                results.append(outcome)
-            progress.advance(task)
-    set_stats = write_set_outputs(results, out, options=opts.to_dict(), failed=failed,
-                                  include_border=opts.include_border, groups=group_map)
-    Console().print(_summary_table(results, failed, set_stats))
+        bar = progress.add_task("analysing", total=len(files), completed=len(done))
+        try:
+            for rec in run_images(todo, mode=mode, workers=workers, scheduler=scheduler):
+                i = rec["index"]
+                if rec["status"] == "failed":
+                    failed_at[i] = (str(files[i]), rec["problem"])
+                    console.print(f"[red]skipped[/red] {files[i].name}: {rec['problem']}")
+                    log({"image": rec["image"], "status": "failed", "problem": rec["problem"]})
+                else:
+                    done[i] = slim_record(rec)
+                    log({"image": rec["image"], "status": "done", "seconds": rec["seconds"],
+                         "particles": rec["n_particles"], "pid": rec.get("pid")})
+                progress.advance(bar)
+        except KeyboardInterrupt:
+            console.print(f"interrupted after {len(done)} of {len(files)} images; the finished "
+                          "ones are kept: run the same command with --resume to finish")
+            raise typer.Exit(code=130)
+    records = [done[i] for i in sorted(done)]
+    failed = [failed_at[i] for i in sorted(failed_at)]
+    set_stats = write_set_outputs_from_records(records, out, options=opts.to_dict(),
+                                               failed=failed, include_border=opts.include_border,
+                                               groups=group_map)
+    Console().print(_summary_table(records, failed, set_stats))
     if group_map:
         Console().print(f"Group comparison in {out / 'groups.csv'} and {out / 'group_tests.csv'}")
     Console().print(f"Outputs in {out}/ (report: {out / 'report.html'})")
