@@ -225,3 +225,23 @@ def test_parallel_workers_give_identical_tables(synthetic_folder, tmp_path):
     sa = pd.read_csv(a / "summary.csv").drop(columns=["seconds"])
     sb = pd.read_csv(b / "summary.csv").drop(columns=["seconds"])
     pd.testing.assert_frame_equal(sa, sb)
+
+
+def test_detector_profile_is_reported_and_can_be_forced(synthetic_folder, tmp_path):
+    d, truths = synthetic_folder
+    out = tmp_path / "out"
+    res = _run(["analyze", str(d / "field0.gsf"), "--out", str(out), "--no-refine"])
+    assert res.exit_code == 0, res.output
+    summary = pd.read_csv(out / "summary.csv")
+    row = summary[summary["image"] == "field0"].iloc[0]
+    assert row["detector_profile"] == "standard"  # clear caps on a flat substrate: sure enough
+    assert int(row["count"]) == len(truths["field0"])
+    assert "profile" in res.output and "standard" in res.output  # the notes column (wrapped)
+    out2 = tmp_path / "out2"
+    res = _run(["analyze", str(d / "field0.gsf"), "--out", str(out2), "--no-refine",
+                "--profile", "textured"])
+    assert res.exit_code == 0, res.output
+    assert pd.read_csv(out2 / "summary.csv")["detector_profile"].iloc[0] == "textured"
+    res = _run(["analyze", str(d / "field0.gsf"), "--out", str(tmp_path / "o3"), "--profile", "x"])
+    assert res.exit_code == 2 and "unknown profile 'x'" in res.output
+    assert len(res.output.strip().splitlines()) == 1

@@ -17,6 +17,10 @@ import pandas as pd
 from particlesnn.heightmap import HeightMap
 
 
+#: Detector profiles (see :mod:`particlesnn.segment.neural`).
+PROFILES = ("auto", "standard", "textured")
+
+
 @dataclass
 class AnalyzeOptions:
     """Every option of an analysis; the keys of the YAML config file are these field names.
@@ -32,6 +36,9 @@ class AnalyzeOptions:
     channel : channel to read from multi-channel files; None = the height channel.
     scale_bar : plain images: length in nm of the burnt-in scale bar (sets the pixel size).
     level : plane + scan-line levelling before detection.
+    profile : detector profile (method "model"): "auto" (chosen by content, see
+        :mod:`particlesnn.segment.neural`), "standard" (STM/AFM, clean images) or "textured"
+        (small particles on a bright, lumpy support, e.g. HAADF-STEM).
     """
 
     method: str = "model"
@@ -45,6 +52,11 @@ class AnalyzeOptions:
     channel: str | None = None
     scale_bar: float | None = None
     level: bool = True
+    profile: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ValueError(f"unknown profile {self.profile!r} (use {', '.join(PROFILES)})")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -150,6 +162,7 @@ def analyze_heightmap(hm: HeightMap, options: AnalyzeOptions | None = None, *,
     kw: dict[str, Any] = {}
     if options.method == "model":
         kw["model"] = detector()
+        kw["profile"] = options.profile
         if tile is not None:
             kw["tile"] = int(tile)
     seg = segment(levelled, options.method, diameter=options.diameter, **kw)
@@ -218,6 +231,8 @@ def _finish(hm, levelled, labels, scores, options, polarity, warnings, t0, *, in
     summary = stats.summarize_image(particles, image_shape_px=levelled.shape,
                                     pixel_size=levelled.pixel_size,
                                     include_border=options.include_border)
+    if info.get("profile"):
+        summary["detector_profile"] = info["profile"]
     if labels.max() == 0:
         warnings.append("no particles found")
     return ImageResult(heightmap=hm, levelled=levelled, labels=labels, scores=scores,

@@ -170,7 +170,9 @@ def _summary_table(results, failed, set_stats):
     rows = _rows_of(results)
     for name, summ, secs, warns in rows[:CLI_MAX_ROWS]:
         dens, dtxt = fmt(summ)
-        t.add_row(name, str(summ.get("count", 0)), dens, dtxt, f"{secs:.2f}", "; ".join(warns))
+        prof = summ.get("detector_profile")
+        notes = ([f"profile {prof}"] if isinstance(prof, str) and prof else []) + warns
+        t.add_row(name, str(summ.get("count", 0)), dens, dtxt, f"{secs:.2f}", "; ".join(notes))
     if len(rows) > CLI_MAX_ROWS:
         t.add_row(f"… {len(rows) - CLI_MAX_ROWS} more", "", "", "", "", "see summary.csv")
     for f, why in failed:
@@ -187,6 +189,9 @@ def analyze(
     inputs: list[str] = typer.Argument(..., help="Files, folders or globs to analyse."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
     method: Optional[str] = typer.Option(None, help="model | threshold | watershed (default model)."),
+    profile: Optional[str] = typer.Option(None, help="Detector profile: auto (chosen by content) | "
+                                          "standard (STM/AFM, clean images) | textured (small "
+                                          "particles on a lumpy support, e.g. HAADF-STEM)."),
     diameter: Optional[float] = typer.Option(None, help="Typical particle diameter hint (nm; px if no scale)."),
     pixel_size: Optional[float] = typer.Option(None, "--pixel-size", help="Override pixel size, nm/px."),
     polarity: Optional[str] = typer.Option(None, help="auto | bright | dark (default auto)."),
@@ -227,7 +232,7 @@ def analyze(
                                             write_set_outputs_from_records)
     from particlesnn.parallel import check_scheduler, mode_for, run_images, tasks_for
 
-    opts = _options(config, dict(method=method, diameter=diameter, pixel_size=pixel_size,
+    opts = _options(config, dict(method=method, profile=profile, diameter=diameter, pixel_size=pixel_size,
                                  polarity=polarity, min_size=min_size, max_size=max_size,
                                  include_border=include_border, refine=refine, channel=channel,
                                  scale_bar=scale_bar))
@@ -326,7 +331,7 @@ def measure(
     from particlesnn.pipeline import prepare, remeasure
 
     cfg = _load_config(config)
-    for k in ("method", "diameter", "refine"):
+    for k in ("method", "diameter", "refine", "profile"):
         cfg.pop(k, None)
     opts = _options(None, {**cfg, **{k: v for k, v in dict(
         pixel_size=pixel_size, polarity=polarity, include_border=include_border,

@@ -119,7 +119,8 @@ _STATS_PREFIXES = ("image", "touches_border", "eq_diameter_", "area_", "length_"
                    "aspect_ratio", "circularity")
 
 
-_TEXT_FIELDS = ("image", "source", "channel", "polarity", "method", "warnings", "length_unit")
+_TEXT_FIELDS = ("image", "source", "channel", "polarity", "method", "warnings", "length_unit",
+                "detector_profile")
 
 
 def record_path(outdir: str | Path, name: str) -> Path:
