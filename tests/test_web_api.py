@@ -418,7 +418,7 @@ def test_import_edited_annotations(done_image):
 # ------------------------------------------------------------------------------ pages, docs
 def test_pages_and_local_docs(done_image):
     client, s, iid = done_image
-    for url in ("/", f"/sets/{s['id']}", f"/images/{iid}", "/docs"):
+    for url in ("/", f"/sets/{s['id']}", f"/images/{iid}", "/docs", "/models"):
         r = client.get(url)
         assert r.status_code == 200, url
         # everything served locally: no CDN, no external script, style, image or font
@@ -430,11 +430,110 @@ def test_pages_and_local_docs(done_image):
                  "/api/images/{image_id}/undo", "/api/images/{image_id}/annotations",
                  "/api/images/{image_id}/download/{kind}", "/api/sets/{set_id}/download.zip"):
         assert path in spec["paths"], path
-    for asset in ("app.css", "common.js", "hist.js", "upload.js", "set.js", "image.js"):
+    for asset in ("app.css", "common.js", "hist.js", "upload.js", "set.js", "image.js", "models.js"):
         r = client.get(f"/static/{asset}")
         assert r.status_code == 200, asset
         assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", r.text), asset
     assert client.get("/redoc").status_code == 404
+
+
+# ------------------------------------------------------------------ learning from corrections
+def test_models_api_registry_and_refusals(done_image, tmp_path):
+    client, s, iid = done_image
+    d = client.get("/api/models").json()
+    assert [m["id"] for m in d["models"]] == ["shipped"] and d["default"] == "shipped"
+    assert d["training"] is None and d["corrections"] == {"images": 0, "particles": 0, "heldout": 0}
+    assert d["rule"]["benchmark_margin"] == 0.02
+    # fine-tuning needs corrected images (every 4th is held out)
+    r = client.post("/api/models/finetune", json={"minutes": 1})
+    assert r.status_code == 422 and "correct at least 2 images" in r.json()["detail"]
+    client.post(f"/api/images/{iid}/edits", json={"action": "delete", "labels": [1], "user": "ana"})
+    assert client.get("/api/corrections").json()["counts"] == {"images": 1, "particles": 3, "heldout": 1}
+    r = client.post("/api/models/finetune", json={"minutes": 1})
+    assert r.status_code == 422 and "1 corrected image" in r.json()["detail"]
+    for bad in (0, -1, 1000, "soon"):
+        r = client.post("/api/models/finetune", json={"minutes": bad})
+        assert r.status_code == 422 and "budget" in r.json()["detail"], bad
+    # one training at a time
+    from particlesnn.web.db import TrainingRow
+
+    sessions = client.app.state.sessions
+    with sessions() as ss:
+        ss.add(TrainingRow(user="bo", status="running", minutes=10, progress=0.4, phase="training"))
+        ss.commit()
+    r = client.post("/api/models/finetune", json={"minutes": 1})
+    assert r.status_code == 409 and "already running" in r.json()["detail"] and "bo" in r.json()["detail"]
+    assert client.get("/api/models").json()["training"]["status"] == "running"
+    # a restart marks it failed (interrupted), so a new one can start
+    assert client.app.state.trainer.recover() == 1
+    assert "interrupted" in client.get("/api/models").json()["training"]["error"]
+    # registry actions
+    r = client.post("/api/models/m-20990101-000000-abcdef/promote")
+    assert r.status_code == 422 and "no model" in r.json()["detail"]
+    r = client.post("/api/models/rollback")
+    assert r.status_code == 422 and "nothing to roll back" in r.json()["detail"]
+    z = client.get("/api/models/shipped/download")
+    assert z.status_code == 200 and z.headers["content-type"] == "application/zip"
+    names = set(zipfile.ZipFile(io.BytesIO(z.content)).namelist())
+    assert {"config.json", "model.onnx", "thresholds.json", "weights.npz", "entry.json"} <= names
+    r = client.post("/api/models/import", files={"file": ("lab2.zip", z.content)})
+    assert r.status_code == 201, r.text
+    mid = r.json()["id"]
+    assert r.json()["status"] == "imported"
+    r = client.post(f"/api/models/{mid}/promote")  # no scores of its own: not automatically
+    assert r.status_code == 409
+    r = client.post(f"/api/models/{mid}/promote?force=true")  # the user's choice
+    assert r.status_code == 200 and client.get("/api/models").json()["default"] == mid
+    r = client.post("/api/models/import", files={"file": ("x.zip", b"not a zip")})
+    assert r.status_code == 422 and "not a model file" in r.json()["detail"]
+    # the upload form offers the models; a job can name one, an unknown one is refused
+    assert mid in client.get("/").text
+    r = upload(client, [("discs.gsf", gsf_bytes(tmp_path))], model="m-20990101-000000-abcdef")
+    assert r.status_code == 422 and "option model" in r.json()["detail"]
+    r = upload(client, [("discs.gsf", gsf_bytes(tmp_path))], model=mid)
+    assert r.status_code == 201
+    assert client.post("/api/models/rollback").json()["default"] == "shipped"
+
+
+def test_job_runs_with_the_chosen_model(client, tmp_path):
+    """method=model with a registered model: the job records which one analysed it."""
+    reg = client.app.state.registry
+    from particlesnn.model import WEIGHTS_DIR
+
+    e = reg.add(WEIGHTS_DIR / "default", name="copy")
+    path = tmp_path / "p.gsf"
+    yy, xx = np.mgrid[0:96, 0:96]
+    z = sum(2.0 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 8.0)
+            for cy, cx in [(20, 20), (20, 70), (70, 25), (70, 70), (45, 45)])
+    z = z + np.random.default_rng(0).normal(0, 0.05, z.shape)
+    gsf.write(path, HeightMap(z, pixel_size=(0.5, 0.5)))
+    r = client.post("/api/sets", files=[("files", ("p.gsf", path.read_bytes()))],
+                    data={"method": "model", "refine": "false", "model": e["id"]})
+    assert r.status_code == 201, r.text
+    s = wait_set(client, r.json()["set_id"])
+    im = s["images"][0]
+    assert im["status"] == "done", im
+    assert im["info"]["model_id"] == e["id"] and im["summary"]["count"] == 5
+    res = client.get(f"/api/images/{im['id']}/result").json()
+    assert set(res["check_first"]) == {"low_score", "refinement"}
+
+
+def test_check_first_lists_low_scores_and_refinement_changes():
+    from particlesnn.web.learning import uncertain_particles
+
+    df = pd.DataFrame({"label": [1, 2, 3, 4, 5], "score": [0.99, 0.86, 0.95, 0.9, 1.0],
+                       "fit_area_ratio": [1.05, 0.5, 1.0, 1.3, np.nan],
+                       "fit_status": ["ok", "ok", "implausible", "ok", "ok"],
+                       "fit_reason": ["", "", "centre outside the window", "", ""]})
+    c = uncertain_particles(df, n=3)
+    assert [x["label"] for x in c["low_score"]] == [2, 4, 3]
+    assert c["low_score"][0]["reason"] == "detector score 0.86"
+    assert [x["label"] for x in c["refinement"]] == [3, 2, 4]
+    assert c["refinement"][0]["reason"] == "refinement implausible (centre outside the window)"
+    assert c["refinement"][1]["reason"] == "refined outline 50 % smaller than detected"
+    assert c["refinement"][2]["reason"] == "refined outline 30 % larger than detected"
+    same = pd.DataFrame({"label": [1, 2], "score": [1.0, 1.0]})  # hand-drawn / threshold
+    assert uncertain_particles(same) == {"low_score": [], "refinement": []}
 
 
 def test_concurrent_uploads_are_all_kept(tmp_path):

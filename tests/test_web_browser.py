@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -146,3 +147,66 @@ def test_upload_view_edit_download(server, tmp_path, shots):
     assert not errors, errors
     for name in ("web_upload.png", "web_set.png", "web_result.png", "web_edited.png"):
         assert (shots / name).stat().st_size > 10_000
+
+
+def test_edit_finetune_and_see_the_new_model(server, tmp_path, shots):
+    """Follow a "check these first" link, correct two images in the editor, fine-tune with a
+    tiny budget, see the new model listed with its scores."""
+    import httpx
+
+    ids = []
+    for k in range(2):
+        path = sample(tmp_path / f"lab{k}.gsf", n=20, size=128, seed=10 + k)
+        opts = {"method": "model", "refine": "true"} if k == 0 else {"method": "threshold", "refine": "false"}
+        r = httpx.post(server + "/api/sets", files=[("files", (path.name, path.read_bytes()))],
+                       data=opts, timeout=30)
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["images"][0]["id"])
+    errors: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 950})
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server + "/")
+        page.evaluate("localStorage.setItem('pnn-user', 'browser-test')")
+        for k, image_id in enumerate(ids):  # edit: delete one particle on each image
+            page.goto(f"{server}/images/{image_id}")
+            page.wait_for_selector("#polys path", timeout=60_000)
+            n = count_shown(page)
+            if k == 0:  # the model's least certain particles, a link selects and shows one
+                page.wait_for_selector("#check-card:not([hidden]) #check-low a")
+                link = page.locator("#check-low a").first
+                label = link.get_attribute("data-label")
+                link.click()
+                assert page.locator("#ptable tbody tr.sel").get_attribute("data-label") == label
+                assert page.url.endswith(f"#particle-{label}")
+                page.screenshot(path=shots / "web_check_first.png")
+                page.click("#btn-fit")
+            page.locator("#polys path").nth(2).click()
+            page.click("#btn-delete")
+            page.wait_for_function(f"document.querySelector('#count').textContent === '({n - 1})'")
+        page.click("header nav >> text=Model")
+        page.wait_for_url("**/models")
+        page.wait_for_selector("#corr-table tbody tr")
+        assert page.locator("#corr-table tbody tr").count() == 2
+        assert "browser-test" in page.inner_text("#corr-table")
+        assert page.locator("#models-table tbody tr").count() == 1  # the shipped model
+        page.fill("#minutes", "0.05")
+        page.click("#finetune-btn")
+        page.wait_for_selector("#training:not([hidden])")
+        page.screenshot(path=shots / "web_models_training.png")
+        page.wait_for_selector("#training-badge.done, #training-badge.failed", timeout=240_000)
+        assert page.inner_text("#training-badge") == "done", page.inner_text("#training-result")
+        page.wait_for_function("document.querySelectorAll('#models-table tbody tr').length === 2")
+        row = page.locator("#models-table tbody tr").nth(1)
+        cells = row.locator("td")
+        assert "fine-tuned" in cells.nth(0).inner_text()
+        assert cells.nth(1).inner_text() in ("default", "candidate")
+        for c in (2, 3):  # held-out and benchmark F1, with the current default's in brackets
+            txt = cells.nth(c).inner_text()
+            assert re.fullmatch(r"\d\.\d{3} \(\d\.\d{3}\)", txt), txt
+        assert "F1" in page.inner_text("#training-result")
+        page.screenshot(path=shots / "web_models.png", full_page=True)
+        browser.close()
+    assert not errors, errors
+    assert (shots / "web_models.png").stat().st_size > 10_000

@@ -19,6 +19,7 @@ from particlesnn.cli import (  # noqa: E402,F401
     analyze_cmd,
     evaluate_cmd,
     serve_cmd,
+    dataset_cmd,
 )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from typer.core import TyperCommand
 
 from particlesnn.cli._app import app
 
@@ -67,28 +68,94 @@ def detect(
         typer.echo(f"{f}: {seg.count} particles -> {out / (stem + '.labels.tif')}")
 
 
-@app.command()
+class _TrainCommand(TyperCommand):
+    """``--finetune`` may come without a value: it then means the shipped default model."""
+
+    def parse_args(self, ctx, args):  # noqa: D102
+        args = list(args)
+        for i, a in enumerate(args):
+            if a == "--finetune" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+                args.insert(i + 1, "default")
+                break
+        return super().parse_args(ctx, args)
+
+
+@app.command(cls=_TrainCommand)
 def train(
     data: List[str] = typer.Option([], "--data", help="Training data: particlesnn synth folders, "
                                    "images/+labels/ folders, COCO JSON (repeatable)."),
     out: Path = typer.Option(..., "--out", help="Model folder to write."),
-    minutes: Optional[float] = typer.Option(None, help="Wall-clock budget of the optimisation, min."),
+    minutes: Optional[float] = typer.Option(
+        None, help="Wall-clock budget of the optimisation, min (default 30; 10 with --from)."),
     epochs: Optional[float] = typer.Option(None, help="Budget in passes over the synthetic pool."),
     resume: bool = typer.Option(False, help="Continue from OUT/checkpoint.pt."),
-    finetune: Optional[Path] = typer.Option(None, help="Start from this checkpoint's weights."),
-    n_synth: int = typer.Option(3000, help="Pre-generated synthetic images (256 px)."),
+    finetune: Optional[str] = typer.Option(
+        None, "--finetune", metavar="[MODEL]",
+        help="Start from these weights: a checkpoint.pt, a weights.npz, a model folder, a "
+             "registry id or a shipped model's name; without a value: the shipped default model."),
+    from_: List[Path] = typer.Option(
+        [], "--from", help="Corrected-image data set ('particlesnn dataset export'; "
+                           "repeatable): fine-tune on it (implies --finetune)."),
+    n_synth: Optional[int] = typer.Option(
+        None, help="Synthetic images (256 px) mixed in (default 3000; 600 with --from)."),
     batch: int = typer.Option(8, help="Crops per step."),
     crop: int = typer.Option(160, help="Crop side, px (multiple of 8)."),
     threads: int = typer.Option(2, help="torch threads."),
-    width: int = typer.Option(12, help="U-Net channels at full resolution (doubling per level)."),
-    lr: float = typer.Option(2e-3, help="Peak learning rate."),
+    width: int = typer.Option(12, help="U-Net channels at full resolution (doubling per level; "
+                                       "ignored when fine-tuning)."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate (default 2e-3; 2e-4 with --from)."),
+    real_fraction: Optional[float] = typer.Option(
+        None, help="Share of the crops from --data/--from images (default 0.25; 0.5 with --from)."),
     seed: int = typer.Option(0, help="Random seed."),
+    registry: Optional[Path] = typer.Option(
+        None, help="Model registry folder (default ~/.particlesnn/models or $PARTICLESNN_MODELS)."),
+    register: bool = typer.Option(
+        True, help="With --from: score the new model next to the current default (held-out "
+                   "corrected images + synthetic benchmark), add it to the registry, and make "
+                   "it the default if it is better."),
 ) -> None:
-    """Train the detector (synthetic images mixed with --data) and export it to OUT."""
+    """Train the detector (synthetic images mixed with --data) and export it to OUT.
+
+    With --from DATASET: fine-tune on corrected images (from the shipped model, or --finetune
+    MODEL), then score the new model next to the current default and register it.
+    """
     training = _training()
-    training.train(data, out, minutes=minutes, epochs=epochs, resume=resume, finetune=finetune,
-                   n_synth=n_synth, batch=batch, crop=crop, threads=threads, seed=seed, lr=lr,
-                   widths=(width, 2 * width, 4 * width, 8 * width))
+    if not from_:
+        training.train(data, out, minutes=minutes, epochs=epochs, resume=resume, finetune=finetune,
+                       n_synth=3000 if n_synth is None else n_synth, batch=batch, crop=crop,
+                       threads=threads, seed=seed, lr=2e-3 if lr is None else lr,
+                       real_fraction=0.25 if real_fraction is None else real_fraction,
+                       widths=(width, 2 * width, 4 * width, 8 * width))
+        return
+    from particlesnn.model import registry as reg
+    from particlesnn.training import finetune as ft
+
+    r = reg.Registry(registry)
+    parent = finetune
+    if finetune and finetune.startswith("m-") and not Path(finetune).exists():
+        finetune = str(r.model_dir(finetune))  # a registry id
+    for d in from_:
+        reg.dataset_json(d)  # InputError (exit 2) before any work when a data set is missing
+    kw = {k: v for k, v in {"minutes": minutes, "epochs": epochs, "n_synth": n_synth, "lr": lr,
+                             "real_fraction": real_fraction}.items() if v is not None}
+    ft.finetune(list(from_), out, base=finetune, data=list(data), batch=batch, crop=crop,
+                threads=threads, seed=seed, **kw)
+    if not register:
+        typer.echo(f"fine-tuned model written to {out}")
+        return
+    entry, promoted, reason = reg.register_trained(r, out, list(from_), base=parent, parameters={
+        "minutes": None if epochs else (minutes or ft.DEFAULTS["minutes"]), "epochs": epochs,
+        "lr": lr or ft.DEFAULTS["lr"], "real_fraction": real_fraction or ft.DEFAULTS["real_fraction"],
+        "batch": batch,
+        "crop": crop, "threads": threads, "seed": seed, **kw})
+    s = entry["scores"]
+    for who, sc in (("current default", s.get("parent", {})), ("new model", s)):
+        u, b = sc.get("user") or {}, sc.get("benchmark") or {}
+        typer.echo(f"{who:16s} held-out corrected images: IoU-0.5 F1 {u.get('iou_f1')} "
+                   f"(centre F1 {u.get('centre_f1')}, {u.get('n_images')} images); "
+                   f"synthetic benchmark: IoU-0.5 F1 {b.get('iou_f1')}")
+    typer.echo(f"registered as {entry['id']} in {r.root}; "
+               f"{'now the default' if promoted else 'not made the default'}: {reason}")
 
 
 @app.command("export-onnx")
@@ -96,7 +163,8 @@ def export_onnx(
     checkpoint: Path = typer.Argument(..., help="checkpoint.pt (or a folder holding one)."),
     out: Path = typer.Option(..., "--out", help="Model folder to write."),
 ) -> None:
-    """Export a training checkpoint as a model folder (model.onnx, config.json, thresholds.json)."""
+    """Export a training checkpoint as a model folder (model.onnx, config.json, thresholds.json,
+    weights.npz)."""
     from particlesnn.errors import InputError
 
     training = _training()

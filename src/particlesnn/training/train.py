@@ -48,11 +48,92 @@ def _save(path: Path, model, opt, state: dict) -> None:
     tmp.replace(path)
 
 
-def load_checkpoint(path: str | Path) -> tuple[UNet, dict]:
-    """A UNet and the checkpoint dict from a checkpoint file (or a folder holding one)."""
-    p = Path(path)
+#: File name of the torch-free copy of a model's weights inside a model folder.
+WEIGHTS_NPZ = "weights.npz"
+
+
+def save_weights_npz(model: UNet, path: str | Path) -> Path:
+    """Write ``model.state_dict()`` as float32 numpy arrays (``.npz``) plus ``__widths__``.
+
+    Batch-norm statistics are kept (unlike the ONNX file, where they are folded into the
+    convolutions), so fine-tuning can start from it. About 4 bytes per parameter
+    (0.5 MB for the shipped 8-16-32-64 U-Net). Returns the path written.
+    """
+    path = Path(path)
+    arrays = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in model.state_dict().items()}
+    arrays["__widths__"] = np.asarray(model.widths, np.int32)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+    return path
+
+
+def load_weights_npz(path: str | Path) -> UNet:
+    """A UNet from a ``weights.npz`` written by :func:`save_weights_npz`.
+
+    Raises ``InputError`` when the file is missing or its arrays do not fit a U-Net.
+    """
+    from particlesnn.errors import InputError
+
+    path = Path(path)
+    try:
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as err:
+        raise InputError(path, f"unreadable weights file ({err})") from None
+    if "__widths__" not in arrays:
+        raise InputError(path, "weights file has no __widths__ entry (not written by particlesnn)")
+    model = UNet(tuple(int(w) for w in arrays.pop("__widths__")))
+    ref = model.state_dict()
+    if set(ref) != set(arrays):
+        raise InputError(path, "weights do not match the U-Net layout "
+                               f"({len(set(ref) ^ set(arrays))} tensors differ)")
+    state = {}
+    for k, v in ref.items():
+        a = arrays[k]
+        if tuple(a.shape) != tuple(v.shape):
+            raise InputError(path, f"tensor {k} has shape {a.shape}, the U-Net needs {tuple(v.shape)}")
+        state[k] = torch.from_numpy(np.asarray(a)).to(v.dtype)
+    model.load_state_dict(state)
+    return model
+
+
+def resolve_weights(path_or_name: str | Path | None) -> Path:
+    """The file to start training from: ``checkpoint.pt`` or ``weights.npz``.
+
+    Accepts a checkpoint file, a ``.npz`` file, a model folder (its ``checkpoint.pt`` when
+    present, else its ``weights.npz``) or the name of a shipped model (``None`` = ``"default"``).
+    Raises ``InputError`` when none of these exists.
+    """
+    from particlesnn.errors import InputError
+    from particlesnn.model import WEIGHTS_DIR
+
+    if path_or_name is None:
+        path_or_name = "default"
+    p = Path(path_or_name)
+    if not p.exists() and (WEIGHTS_DIR / str(path_or_name)).is_dir():
+        p = WEIGHTS_DIR / str(path_or_name)
     if p.is_dir():
-        p = p / CKPT
+        for name in (CKPT, WEIGHTS_NPZ):
+            if (p / name).is_file():
+                return p / name
+        raise InputError(p, f"model folder has neither {CKPT} nor {WEIGHTS_NPZ} to start from")
+    if not p.is_file():
+        raise InputError(p, "no such checkpoint, weights file or model folder")
+    return p
+
+
+def load_checkpoint(path: str | Path) -> tuple[UNet, dict]:
+    """A UNet and the checkpoint dict from a checkpoint file, a ``weights.npz``, a model
+    folder holding one of them, or a shipped model's name (see :func:`resolve_weights`).
+
+    For a ``weights.npz`` the dict has ``model``, ``widths`` and an empty ``state``.
+    """
+    p = resolve_weights(path)
+    if p.suffix == ".npz":
+        model = load_weights_npz(p)
+        return model, {"model": model.state_dict(), "widths": list(model.widths), "state": {},
+                       "source": str(p)}
     ck = torch.load(p, map_location="cpu", weights_only=False)
     model = UNet(tuple(ck.get("widths", (16, 32, 64, 128))))
     model.load_state_dict(ck["model"])
@@ -114,7 +195,10 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
           threads: int = 2, workers: int = 2, seed: int = 0, p_package: float = 0.6,
           bf16: bool = False, widths: tuple[int, ...] = (12, 24, 48, 96),
           checkpoint_every_s: float = 120.0, val_every: int = 250, export: bool = True,
-          calibrate_images: int = 60, name: str = "particlesnn-unet") -> Path:
+          calibrate_images: int = 60, name: str = "particlesnn-unet",
+          samples: list[Sample] | None = None, val_samples: list[Sample] | None = None,
+          thresholds: dict | None = None, progress=None, n_val_synth: int | None = None,
+          freeze_bn: bool = False) -> Path:
     """Train the detector and export it as a model folder.
 
     Parameters
@@ -129,7 +213,9 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
     epochs : budget in passes over the synthetic pool (``n_synth`` images per pass, a crop
         each).
     resume : continue from ``out/checkpoint.pt`` with the budget left.
-    finetune : start from the weights of this checkpoint (or model folder's checkpoint).
+    finetune : start from these weights: a checkpoint, a ``weights.npz``, a model folder
+        holding one of them, or a shipped model's name (``"default"``); the U-Net widths are
+        then those of the starting model (``widths`` is ignored).
     n_synth, synth_size : size of the synthetic pool (images, px); a first part is made before
         training starts, the rest in a background process while it runs.
     crop, batch : crop side (px, multiple of 8) and crops per step.
@@ -140,6 +226,17 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
     bf16 : bfloat16 autocast + channels_last (about 3x faster on CPUs with native bf16,
         but many times slower on CPUs without it, e.g. AVX2-only).
     widths : channels per U-Net level.
+    samples, val_samples : extra training / validation :class:`Sample` lists already loaded
+        (e.g. a user's corrected images, resampled as the analysis would); they count as
+        ``data`` (``real_fraction`` of the crops).
+    thresholds : decoding thresholds to write instead of calibrating on the validation images
+        (fine-tuning keeps those of the starting model).
+    progress : called as ``progress(dict)`` about every 10 steps and at the end with
+        ``step``, ``fraction`` (0..1 of the budget), ``elapsed_s``, ``loss`` (running train
+        loss), ``val_loss`` (latest, or None) and ``phase`` (``"train"``, ``"export"``).
+    n_val_synth : synthetic validation images (default ``n_synth // 40`` within 4..40).
+    freeze_bn : keep the batch-norm statistics of the starting model (fine-tuning: the
+        decoding thresholds stay valid and what was learnt is not pulled towards the new mix).
 
     Returns the model folder path.
     """
@@ -153,7 +250,7 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
     rng = np.random.default_rng(seed)
 
     t0 = time.time()
-    n_val_syn = max(4, min(40, n_synth // 40))
+    n_val_syn = max(4, min(40, n_synth // 40)) if n_val_synth is None else max(1, int(n_val_synth))
     base_seed = 1_000_000 * (seed + 1)
     val = synth_pool(n_val_syn, seed=base_seed + 900_000, size=synth_size, workers=workers,
                      p_package=p_package)
@@ -179,6 +276,11 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
         real += tr
         val += va[:20]
         _log(f"data source {src}: {len(tr)} training / {len(va)} validation images")
+    if samples:
+        real += list(samples)
+        _log(f"{len(samples)} training images given directly")
+    if val_samples:
+        val += list(val_samples)[:20]
 
     def mix() -> tuple[list[Sample], np.ndarray | None]:
         if not real:
@@ -189,13 +291,14 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
 
     samples, w = mix()
 
-    model = UNet(widths)
+    if finetune:
+        model, _ = load_checkpoint(finetune)
+        widths = model.widths
+        _log(f"fine-tuning from {finetune}")
+    else:
+        model = UNet(widths)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     state = {"step": 0, "elapsed_s": 0.0, "minutes": minutes, "epochs": epochs, "history": []}
-    if finetune:
-        m2, _ = load_checkpoint(finetune)
-        model.load_state_dict(m2.state_dict())
-        _log(f"fine-tuning from {finetune}")
     if resume and ckpt_path.is_file():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         model.load_state_dict(ck["model"])
@@ -234,8 +337,22 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
     show_bar = sys.stdout.isatty()
     last_ck = time.time()
     run_loss = None
+    last_val = None
+
+    def report(phase: str = "train") -> None:
+        if progress is not None:
+            progress({"step": state["step"], "fraction": round(min(1.0, frac_done()), 4),
+                      "elapsed_s": round(state["elapsed_s"], 1), "loss": run_loss,
+                      "val_loss": last_val, "phase": phase})
     vx, vy = random_crop_batch(val, np.random.default_rng(12345), min(48, 4 * len(val)), crop)
-    model.train()
+    def train_mode() -> None:
+        model.train()
+        if freeze_bn:
+            for mod in model.modules():
+                if isinstance(mod, torch.nn.BatchNorm2d):
+                    mod.eval()
+
+    train_mode()
     while frac_done() < 1.0:
         if gen_it is not None:  # collect background-generated images
             got = 0
@@ -271,7 +388,10 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
         opt.step()
         state["step"] += 1
         state["elapsed_s"] += time.time() - ts
-        run_loss = float(loss) if run_loss is None else 0.98 * run_loss + 0.02 * float(loss)
+        lv = float(loss.detach())
+        run_loss = lv if run_loss is None else 0.98 * run_loss + 0.02 * lv
+        if state["step"] % 10 == 0:
+            report()
         if show_bar:
             print(f"\rstep {state['step']}  {100 * frac_done():5.1f} %  loss {run_loss:.4f}",
                   end="", flush=True)
@@ -279,7 +399,8 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
             model.eval()
             with torch.no_grad():
                 vl = float(loss_fn(model(torch.from_numpy(vx)), torch.from_numpy(vy))[0])
-            model.train()
+            last_val = vl
+            train_mode()
             state["history"].append({"step": state["step"], "train_loss": run_loss, "val_loss": vl,
                                      "elapsed_s": round(state["elapsed_s"], 1)})
             _log(f"{'' if not show_bar else chr(10)}step {state['step']} ({100 * frac_done():.0f} %) "
@@ -292,14 +413,20 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
         gen_pool.terminate()
     _save(ckpt_path, model, opt, state)
     _log(f"training done: {state['step']} steps, {state['elapsed_s'] / 60:.1f} min")
+    report("export")
     model.eval()
-    n_cal_real = min(calibrate_images // 4, len(val) - n_val_syn)
-    thresholds = calibrate(model, val[:calibrate_images - n_cal_real] + val[n_val_syn:n_val_syn + n_cal_real],
-                           max_images=calibrate_images)
-    _log(f"calibrated thresholds: {thresholds}")
+    if thresholds is None:
+        n_cal_real = min(calibrate_images // 4, len(val) - n_val_syn)
+        thresholds = calibrate(model, val[:calibrate_images - n_cal_real] + val[n_val_syn:n_val_syn + n_cal_real],
+                               max_images=calibrate_images)
+        _log(f"calibrated thresholds: {thresholds}")
+    else:
+        _log(f"thresholds kept: {thresholds}")
     meta = {"steps": state["step"], "train_minutes": round(state["elapsed_s"] / 60, 2),
             "batch": batch, "crop": crop, "n_synth": n_synth, "data": [str(d) for d in data or []],
             "real_images": len(real), "history": state["history"]}
+    if finetune:
+        meta["finetune"] = str(finetune)
     (out / "train.log.json").write_text(json.dumps(meta, indent=1))
     if export:
         export_onnx(model, out, thresholds=thresholds, name=name, train_meta=meta)
@@ -308,7 +435,8 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
 
 def export_onnx(model_or_checkpoint, out_dir: str | Path, *, thresholds: dict | None = None,
                 name: str = "particlesnn-unet", train_meta: dict | None = None) -> Path:
-    """Write a model folder (``model.onnx``, ``config.json``, ``thresholds.json``).
+    """Write a model folder (``model.onnx``, ``config.json``, ``thresholds.json``,
+    ``weights.npz``).
 
     ``model_or_checkpoint``: a UNet, or a checkpoint file / folder. ONNX input ``image``
     (N, 1, H, W) float32, output ``maps`` (N, 3, H, W) logits, H and W dynamic (multiples of 8).
@@ -337,6 +465,7 @@ def export_onnx(model_or_checkpoint, out_dir: str | Path, *, thresholds: dict | 
               "stride": STRIDE, "normalise": {"p_lo": 1.0, "p_hi": 99.5},
               "particles": "bright", "diameter_px_trained": [4, 60], "train": train_meta or {}}
     (out / "config.json").write_text(json.dumps(config, indent=1))
+    save_weights_npz(model, out / WEIGHTS_NPZ)  # torch-free copy: fine-tuning starts from it
     th = dict(DEFAULTS)
     if thresholds:
         th.update(thresholds)

@@ -6,7 +6,11 @@ Pages (server-rendered, Jinja2, a little plain JavaScript, no CDN):
 * ``/sets/{id}``       progress, then every image of an upload with joint statistics and
                        overlaid histograms;
 * ``/images/{id}``     one image: map with contours (toggle, zoom, pan), per-particle table,
-                       histogram, summary, editing (delete, add, redraw, merge, split, undo);
+                       histogram, summary, editing (delete, add, redraw, merge, split, undo),
+                       the particles most worth checking (lowest scores, refinement changes);
+* ``/models``          learning from corrections: the corrected images, "Improve the model
+                       with my corrections" (background fine-tuning with progress), the model
+                       registry (scores, promote, roll back, download, upload);
 * ``/docs``            the JSON API, rendered locally from ``/openapi.json``.
 
 The JSON API under ``/api`` does everything the pages do. Ids are unguessable
@@ -54,6 +58,7 @@ from particlesnn.web.db import (
     make_sessionmaker,
     new_id,
 )
+from particlesnn.web import learning
 from particlesnn.web.worker import Worker, analysis_options
 
 log = logging.getLogger("particlesnn.web")
@@ -66,7 +71,9 @@ DEFAULT_LIMITS = {
     "max_files": 500,  # files per upload
     "max_pixels": 64_000_000,  # rows * cols of one image, px
     "max_annotation_bytes": 64 * 1024**2,  # an uploaded LabelMe/VIA/COCO file, bytes
+    "max_model_bytes": 64 * 1024**2,  # an uploaded model file (.zip), bytes
     "workers": 1,  # analysis threads
+    "train_threads": 2,  # torch threads of a fine-tuning run
 }
 
 #: Options a client may set for an upload, with their types.
@@ -81,6 +88,7 @@ OPTION_TYPES: dict[str, type] = {
     "refine": bool,
     "channel": str,
     "level": bool,
+    "model": str,
 }
 METHODS = ("model", "threshold", "watershed")
 POLARITIES = ("auto", "bright", "dark")
@@ -217,8 +225,11 @@ def create_app(data_dir: str | Path, **limits: Any) -> FastAPI:
     ----------
     data_dir : folder for the SQLite database and all files (created if missing).
     limits : override :data:`DEFAULT_LIMITS`: ``max_file_bytes``, ``max_request_bytes``,
-        ``max_annotation_bytes`` (bytes), ``max_files``, ``max_pixels`` (rows x cols, px),
-        ``workers`` (analysis threads), ``start_worker`` (False: queue only, for tests).
+        ``max_annotation_bytes``, ``max_model_bytes`` (bytes), ``max_files``, ``max_pixels``
+        (rows x cols, px), ``workers`` (analysis threads), ``train_threads`` (torch threads of
+        a fine-tuning run), ``start_worker`` (False: queue only, for tests).
+
+    The model registry lives in ``data_dir/models`` (:mod:`particlesnn.model.registry`).
     """
     data = Path(data_dir).resolve()
     (data / "images").mkdir(parents=True, exist_ok=True)
@@ -228,7 +239,11 @@ def create_app(data_dir: str | Path, **limits: Any) -> FastAPI:
         raise TypeError(f"unknown limit(s): {', '.join(sorted(unknown))}")
     cfg = {**DEFAULT_LIMITS, **limits}
     sessions = make_sessionmaker(data / "db.sqlite3")
-    worker = Worker(sessions, data, threads=cfg["workers"])
+    from particlesnn.model.registry import Registry
+
+    registry = Registry(data / "models")
+    worker = Worker(sessions, data, threads=cfg["workers"], registry=registry)
+    trainer = learning.Trainer(sessions, data, registry, threads=cfg["train_threads"])
     image_locks: dict[str, threading.Lock] = {}
     locks_guard = threading.Lock()
 
@@ -238,9 +253,11 @@ def create_app(data_dir: str | Path, **limits: Any) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app):
+        trainer.recover()
         if start_worker:
             worker.start()
         yield
+        await run_in_threadpool(trainer.stop)
         if start_worker:
             await run_in_threadpool(worker.stop)
 
@@ -261,12 +278,16 @@ def create_app(data_dir: str | Path, **limits: Any) -> FastAPI:
     app.state.limits = cfg
     app.state.sessions = sessions
     app.state.worker = worker
+    app.state.registry = registry
+    app.state.trainer = trainer
 
     def body_limit(path: str) -> int:
         if path.startswith("/api/images/") and path.endswith("/annotations"):
             return cfg["max_annotation_bytes"]
         if path.startswith("/api/images/"):
             return 4 * 1024**2  # edits are small JSON
+        if path == "/api/models/import":
+            return cfg["max_model_bytes"]
         return cfg["max_request_bytes"]
 
     app.add_middleware(_BodyLimit, limit_for=body_limit)
@@ -360,13 +381,32 @@ def create_app(data_dir: str | Path, **limits: Any) -> FastAPI:
             "polygons": store.polygons_json(labels),
             "scores": store.to_jsonable(np.round(scores, 4)),
             "can_undo": row.version != 0,
+            "check_first": learning.uncertain_particles(particles),
         }
 
     # -- pages ------------------------------------------------------------------------------
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page_index(request: Request):
         return templates.TemplateResponse(request, "index.html",
-                                          {"limits": cfg, "methods": METHODS, "formats": _formats()})
+                                          {"limits": cfg, "methods": METHODS, "formats": _formats(),
+                                           "models": _model_choices()})
+
+    def _model_choices() -> list[dict[str, str]]:
+        out = []
+        for m in registry.list():
+            if m["status"] == "rolled-back":
+                continue
+            f1 = ((m.get("scores") or {}).get("user") or {}).get("iou_f1")
+            out.append({"id": m["id"], "label": f"{m['name']}"
+                        + (f" (F1 {f1:.3f} on your held-out images)" if f1 is not None else "")})
+        return out
+
+    @app.get("/models", response_class=HTMLResponse, include_in_schema=False)
+    def page_models(request: Request):
+        return templates.TemplateResponse(request, "models.html", {
+            "defaults": {"minutes": learning.DEFAULT_MINUTES, "min": learning.MIN_MINUTES,
+                         "max": learning.MAX_MINUTES},
+            "margin": _registry_mod().BENCHMARK_MARGIN})
 
     @app.get("/sets/{set_id}", response_class=HTMLResponse, include_in_schema=False)
     def page_set(request: Request, set_id: str):
@@ -432,6 +472,11 @@ def create_app(data_dir: str | Path, **limits: Any) -> FastAPI:
             if not files:
                 raise HTTPException(422, "no file in the upload (form field 'files')")
             options = parse_options(fields)
+            if options.get("model"):
+                try:
+                    registry.get(options["model"])
+                except InputError as err:
+                    raise HTTPException(422, f"option model: {err.problem}") from None
             name = _safe_display_name(fields.get("name", "")) if fields.get("name") else ""
             user = (fields.get("user") or request.headers.get("x-user") or "")[:100]
             result = await run_in_threadpool(_store_upload, files, options, name, user)
@@ -786,11 +831,129 @@ def create_app(data_dir: str | Path, **limits: Any) -> FastAPI:
             return _commit_version(image_id, "import", {"file": display, "format": fmt, "count": n},
                                    labels, np.ones(n), user, client)
 
+    # -- learning from corrections ----------------------------------------------------------
+    def corrections_json() -> dict[str, Any]:
+        from particlesnn.web.dataset import corrected_summary
+
+        return corrected_summary(sessions)
+
+    @app.get("/api/corrections", summary="Corrected images (edited or re-imported outlines): who, when, what")
+    def api_corrections():
+        return corrections_json()
+
+    @app.get("/api/corrections/dataset.zip",
+             summary="Every corrected image as a training data set (COCO + images + heights in nm), ZIP")
+    def api_dataset_zip():
+        from particlesnn.web.dataset import corrected_items, write_dataset
+
+        items = corrected_items(sessions, data)
+        if not items:
+            raise HTTPException(409, "no corrected image yet: edit or re-import outlines first")
+        with tempfile.TemporaryDirectory(prefix="pnn-dataset-", dir=data) as tmp:
+            write_dataset(Path(tmp) / "corrections", items)
+            buf = io.BytesIO()
+            with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+                for f in sorted((Path(tmp) / "corrections").rglob("*")):
+                    if f.is_file():
+                        zf.write(f, f.relative_to(tmp))
+        return Response(buf.getvalue(), media_type="application/zip",
+                        headers=_attachment("particlesnn-corrections.zip"))
+
+    @app.get("/api/models", summary="The model registry: models with scores and status, the running training")
+    def api_models():
+        return {"models": registry.list(), "default": registry.default_id(),
+                "training": trainer.latest(), "corrections": corrections_json()["counts"],
+                "rule": {"min_gain": _registry_mod().MIN_GAIN,
+                         "benchmark_margin": _registry_mod().BENCHMARK_MARGIN}}
+
+    @app.post("/api/models/finetune", status_code=202,
+              summary="Improve the model with my corrections: start a background fine-tuning run",
+              openapi_extra={"requestBody": {"required": False, "content": {"application/json": {
+                  "schema": {"type": "object", "properties": {
+                      "minutes": {"type": "number", "description": "optimisation budget, min (default 10)"},
+                      "user": {"type": "string"}}}}}}})
+    async def api_finetune(request: Request):
+        """Queue a fine-tuning run on every corrected image (409 while another runs)."""
+        try:
+            body = await request.json() if (await request.body()) else {}
+        except Exception:  # noqa: BLE001
+            raise HTTPException(422, "the body must be JSON: {\"minutes\": 10}") from None
+        if not isinstance(body, dict):
+            raise HTTPException(422, "the body must be a JSON object")
+        user = str(body.get("user") or request.headers.get("x-user") or "")
+        try:
+            return await run_in_threadpool(trainer.start, body.get("minutes", learning.DEFAULT_MINUTES), user)
+        except learning.Busy as err:
+            raise HTTPException(409, str(err)) from None
+
+    @app.get("/api/models/trainings/{training_id}", summary="One fine-tuning run: status and progress")
+    def api_training(training_id: str):
+        t = trainer.get(training_id) if store.valid_id(training_id) else None
+        if t is None:
+            raise HTTPException(404, "no such training")
+        return t
+
+    @app.post("/api/models/{model_id}/promote",
+              summary="Make a model the default (only if better, unless force=true)")
+    def api_promote(model_id: str, force: bool = False):
+        registry.get(model_id)
+        ok, reason = registry.promote(model_id, force=force)
+        if not ok:
+            raise HTTPException(409, f"not made the default: {reason}")
+        return {"default": registry.default_id(), "reason": reason}
+
+    @app.post("/api/models/rollback", summary="Retire the current default; the previous one comes back")
+    def api_rollback():
+        return {"default": registry.rollback()}
+
+    @app.get("/api/models/{model_id}/download", summary="A model as a .zip file to share")
+    def api_model_download(model_id: str):
+        entry = registry.get(model_id)
+        with tempfile.TemporaryDirectory(prefix="pnn-model-", dir=data) as tmp:
+            p = registry.export(model_id, Path(tmp) / "model.zip")
+            payload = p.read_bytes()
+        name = "particlesnn-shipped-model" if model_id == "shipped" else f"particlesnn-{entry['id']}"
+        return Response(payload, media_type="application/zip", headers=_attachment(f"{name}.zip"))
+
+    @app.post("/api/models/import", status_code=201, summary="Add a model file (.zip) shared by another lab",
+              openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {
+                  "schema": {"type": "object", "required": ["file"], "properties": {
+                      "file": {"type": "string", "format": "binary"}}}}}}})
+    async def api_model_import(request: Request):
+        try:
+            form = await request.form(max_files=1, max_fields=5)
+        except _TooLarge:
+            raise
+        except Exception as err:  # noqa: BLE001
+            raise HTTPException(422, f"could not read the upload form: {err}") from None
+        try:
+            f = form.get("file")
+            if f is None or not hasattr(f, "read"):
+                raise HTTPException(422, "no file in the upload (form field 'file')")
+            raw = await f.read()
+            display = _safe_display_name(f.filename or "model.zip")
+        finally:
+            await form.close()
+
+        def _import():
+            with tempfile.TemporaryDirectory(prefix="pnn-import-", dir=data) as tmp:
+                path = Path(tmp) / display
+                path.write_bytes(raw)
+                return registry.import_zip(path)
+
+        return await run_in_threadpool(_import)
+
     @app.get("/healthz", include_in_schema=False)
     def healthz():
         return {"ok": True}
 
     return app
+
+
+def _registry_mod():
+    from particlesnn.model import registry
+
+    return registry
 
 
 def _formats() -> str:

@@ -5,7 +5,10 @@ Tables
 ``sets``    one upload (one or many files) with the analysis options chosen for it.
 ``images``  one uploaded file: its job state, summary and the current label-image version.
 ``edits``   the edit log: who changed which particles of which image, when, and how
-            (delete, add, redraw, merge, split, import, undo). A later feature trains on it.
+            (delete, add, redraw, merge, split, import, undo). Each edit makes a new label-image
+            version; an image's current version, when not 0, is its annotation (a correction)
+            and goes into the training data set (:mod:`particlesnn.web.dataset`).
+``trainings`` fine-tuning runs started from the web page (:mod:`particlesnn.web.learning`).
 
 Array data (label images, levelled height maps) live as files under the data folder; the
 database holds only the server-generated ids that name them.
@@ -138,6 +141,30 @@ class EditRow(Base):
             "count_before": self.count_before,
             "count_after": self.count_after,
         }
+
+
+class TrainingRow(Base):
+    """One fine-tuning run ("Improve the model with my corrections")."""
+
+    __tablename__ = "trainings"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    created: Mapped[str] = mapped_column(String(32), default=utcnow)
+    user: Mapped[str] = mapped_column(String(100), default="")
+    status: Mapped[str] = mapped_column(String(16), default=QUEUED, index=True)
+    minutes: Mapped[float] = mapped_column(Float, default=10.0)
+    phase: Mapped[str] = mapped_column(String(200), default="")
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    started: Mapped[str] = mapped_column(String(32), default="")
+    finished: Mapped[str] = mapped_column(String(32), default="")
+    model_id: Mapped[str] = mapped_column(String(64), default="")
+    error: Mapped[str] = mapped_column(Text, default="")
+    result_json: Mapped[str] = mapped_column(Text, default="{}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "created": self.created, "user": self.user, "status": self.status,
+                "minutes": self.minutes, "phase": self.phase, "progress": self.progress,
+                "started": self.started, "finished": self.finished, "model_id": self.model_id,
+                "error": self.error, "result": json.loads(self.result_json or "{}")}
 
 
 def make_sessionmaker(db_path: Path) -> sessionmaker:

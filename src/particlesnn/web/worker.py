@@ -12,6 +12,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 
@@ -25,18 +26,63 @@ log = logging.getLogger("particlesnn.web")
 MAX_ATTEMPTS = 2
 
 
+#: Keys of a set's stored options that are not analysis options (the detector choice).
+SERVICE_KEYS = ("model",)
+
+
 def analysis_options(options: dict):
-    """:class:`particlesnn.pipeline.AnalyzeOptions` from the JSON options stored with a set."""
+    """:class:`particlesnn.pipeline.AnalyzeOptions` from the JSON options stored with a set
+    (the service's own keys, :data:`SERVICE_KEYS`, left out)."""
     from particlesnn.pipeline import AnalyzeOptions
 
-    return AnalyzeOptions.from_dict(dict(options))
+    return AnalyzeOptions.from_dict({k: v for k, v in options.items() if k not in SERVICE_KEYS})
 
 
-def run_analysis(path: Path, options: dict):
-    """Analyse one stored file; returns the pipeline's ``ImageResult``."""
-    from particlesnn.pipeline import analyze_file
+_MODELS: dict[tuple, Any] = {}
+_MODELS_LOCK = threading.Lock()
 
-    return analyze_file(path, analysis_options(options))
+
+def _detector(model_dir: Path):
+    """A loaded detector for a model folder, cached (keyed by folder and ONNX file time)."""
+    from particlesnn.model import load_model
+
+    key = (str(model_dir), (Path(model_dir) / "model.onnx").stat().st_mtime_ns)
+    with _MODELS_LOCK:
+        m = _MODELS.get(key)
+        if m is None:
+            if len(_MODELS) > 4:
+                _MODELS.clear()
+            m = _MODELS[key] = load_model(model_dir)
+    return m
+
+
+def run_analysis(path: Path, options: dict, model_dir: Path | None = None):
+    """Analyse one stored file; returns the pipeline's ``ImageResult``.
+
+    ``model_dir``: the detector to use (``method="model"``); None = the shipped default.
+    """
+    from particlesnn.pipeline import AnalyzeOptions, analyze_file
+
+    opts = analysis_options(options)
+    if model_dir is None or opts.method != "model":
+        return analyze_file(path, opts)
+    if "model" in AnalyzeOptions.__dataclass_fields__:  # the pipeline takes the detector itself
+        opts.model = str(model_dir)
+        return analyze_file(path, opts)
+    # The same chain as pipeline.analyze_file, with the chosen detector.
+    import time as _time
+
+    from particlesnn import io
+    from particlesnn import pipeline
+    from particlesnn.segment import segment
+
+    t0 = _time.perf_counter()
+    hm = io.read(path, channel=opts.channel, scale_bar=opts.scale_bar)
+    levelled, polarity = pipeline.prepare(hm, opts)
+    seg = segment(levelled, opts.method, diameter=opts.diameter, model=_detector(Path(model_dir)))
+    return pipeline._finish(hm, levelled, seg.labels, seg.scores, opts, polarity,
+                            list(seg.info.get("warnings", [])), t0, info=dict(seg.info),
+                            refine=opts.refine)
 
 
 class Worker:
@@ -47,12 +93,15 @@ class Worker:
     sessions : sqlalchemy sessionmaker bound to the service database.
     data_dir : data folder (images under ``data_dir/images``).
     threads : number of analysis threads (each analyses one image at a time).
+    registry : :class:`particlesnn.model.registry.Registry` the detector of a job is taken
+        from (the set's ``model`` option: a model id, or empty for the current default).
     """
 
-    def __init__(self, sessions, data_dir: Path, threads: int = 1):
+    def __init__(self, sessions, data_dir: Path, threads: int = 1, registry=None):
         self.sessions = sessions
         self.data_dir = Path(data_dir)
         self.threads = max(1, int(threads))
+        self.registry = registry
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._claim_lock = threading.Lock()
@@ -136,8 +185,15 @@ class Worker:
             original = row.original_name
             folder = store.image_dir(self.data_dir, row.id)
             path = folder / row.stored_name
+        model_id = model_dir = None
         try:
-            result = run_analysis(path, options)
+            if self.registry is not None and options.get("method", "model") == "model":
+                model_id = options.get("model") or self.registry.default_id()
+                model_dir = self.registry.model_dir(model_id)
+                if model_id == "shipped":
+                    model_dir = None  # the pipeline's own (cached) shipped detector
+            result = (run_analysis(path, options) if model_dir is None
+                      else run_analysis(path, options, model_dir))
             store.save_levelled(folder, result.levelled)
             store.save_version(folder, 0, result.labels, result.scores, result.particles,
                                result.summary)
@@ -159,6 +215,8 @@ class Worker:
             row.warnings_json = json.dumps([str(w) for w in (result.warnings or [])])
             info = dict(getattr(result, "info", {}) or {})
             info["polarity"] = getattr(result, "polarity", None)
+            if model_id is not None:
+                info["model_id"] = model_id
             row.info_json = json.dumps(store.to_jsonable(info), default=str)
             s.commit()
 

@@ -46,6 +46,8 @@
     mapEl.setAttribute("width", r.shape[1]); mapEl.setAttribute("height", r.shape[0]);
     apply(r);
     fit();
+    const m = location.hash.match(/^#particle-(\d+)$/);
+    if (m) showParticle(m[1]);
   }
   function apply(r) {
     res = r;
@@ -54,8 +56,39 @@
     dcol = PNN.diameterColumn(cols);
     document.getElementById("filter-unit").textContent = dcol ? `(${PNN.label(dcol)})` : "";
     selected.clear();
-    drawPolys(); drawSummary(); drawTable(); drawHist(); updateButtons();
+    drawPolys(); drawSummary(); drawTable(); drawHist(); drawCheck(); updateButtons();
     document.getElementById("version-note").textContent = r.version ? `(edited, version ${r.version})` : "(as analysed)";
+  }
+
+  // Active learning: the particles the model was least sure of; a link selects and shows one.
+  function drawCheck() {
+    const c = res.check_first || { low_score: [], refinement: [] };
+    const fill = (ul, list) => {
+      ul.innerHTML = "";
+      for (const it of list) {
+        const li = PNN.el("li");
+        const a = PNN.el("a", { href: `#particle-${it.label}`, "data-label": it.label }, `#${it.label}`);
+        a.addEventListener("click", (e) => { e.preventDefault(); showParticle(it.label); history.replaceState(null, "", `#particle-${it.label}`); });
+        li.appendChild(a); li.appendChild(PNN.el("span", { class: "small" }, it.reason));
+        ul.appendChild(li);
+      }
+      ul.parentElement.hidden = list.length === 0;
+    };
+    fill(document.getElementById("check-low"), c.low_score);
+    fill(document.getElementById("check-ref"), c.refinement);
+    document.getElementById("check-card").hidden = c.low_score.length + c.refinement.length === 0;
+  }
+  function showParticle(label) {
+    label = +label;
+    if (!res || !res.polygons[label]) return;
+    setMode("select"); select(label, false);
+    const poly = res.polygons[label].flat();
+    const xs = poly.map((p) => p[0]), ys = poly.map((p) => p[1]);
+    const w = Math.max(...xs) - Math.min(...xs), h = Math.max(...ys) - Math.min(...ys);
+    const side = Math.max(8 * Math.max(w, h), 40);
+    const cx = (Math.min(...xs) + Math.max(...xs)) / 2, cy = (Math.min(...ys) + Math.max(...ys)) / 2;
+    const ar = viewerEl.clientWidth / Math.max(1, viewerEl.clientHeight);
+    setView({ x: cx - side * ar / 2, y: cy - side / 2, w: side * ar, h: side });
   }
 
   // ---------------------------------------------------------------- view
