@@ -25,5 +25,5 @@ PYTHONPATH=src "$PY" -W ignore -m particlesnn train "${DATA[@]}" --out "$RUN" \
 PYTHONPATH=src "$PY" -W ignore -m particlesnn.training.calibrate "$RUN"
 DEST=src/particlesnn/model/weights/default
 mkdir -p "$DEST"
-cp "$RUN/model.onnx" "$RUN/config.json" "$RUN/thresholds.json" "$DEST/"
+cp "$RUN/model.onnx" "$RUN/config.json" "$RUN/thresholds.json" "$RUN/weights.npz" "$DEST/"
 echo "shipped model written to $DEST"

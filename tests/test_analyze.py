@@ -245,3 +245,23 @@ def test_detector_profile_is_reported_and_can_be_forced(synthetic_folder, tmp_pa
     res = _run(["analyze", str(d / "field0.gsf"), "--out", str(tmp_path / "o3"), "--profile", "x"])
     assert res.exit_code == 2 and "unknown profile 'x'" in res.output
     assert len(res.output.strip().splitlines()) == 1
+
+
+def test_model_option_picks_a_model_folder(synthetic_folder, tmp_path):
+    import shutil
+
+    from particlesnn.model import WEIGHTS_DIR
+
+    d, truths = synthetic_folder
+    mine = tmp_path / "my-model"
+    shutil.copytree(WEIGHTS_DIR / "default", mine)
+    out = tmp_path / "out"
+    res = _run(["analyze", str(d / "field1.gsf"), "--out", str(out), "--no-refine",
+                "--model", str(mine)])
+    assert res.exit_code == 0, res.output
+    assert int(pd.read_csv(out / "summary.csv")["count"].iloc[0]) == len(truths["field1"])
+    assert str(mine.resolve()) in (out / "config.yaml").read_text()
+    res = _run(["analyze", str(d / "field1.gsf"), "--out", str(tmp_path / "o2"), "--model",
+                str(tmp_path / "nope")])
+    assert res.exit_code == 2 and "no such model folder" in res.output
+    assert len(res.output.strip().splitlines()) == 1

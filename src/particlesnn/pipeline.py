@@ -39,6 +39,9 @@ class AnalyzeOptions:
     profile : detector profile (method "model"): "auto" (chosen by content, see
         :mod:`particlesnn.segment.neural`), "standard" (STM/AFM, clean images) or "textured"
         (small particles on a bright, lumpy support, e.g. HAADF-STEM).
+    model : detector for method "model": a model folder (``config.json`` + ``model.onnx``, e.g.
+        one from ``particlesnn train`` or the model registry) or a shipped model's name; None
+        = the shipped default.
     """
 
     method: str = "model"
@@ -53,6 +56,7 @@ class AnalyzeOptions:
     scale_bar: float | None = None
     level: bool = True
     profile: str = "auto"
+    model: str | None = None
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -130,20 +134,28 @@ def prepare(hm: HeightMap, options: AnalyzeOptions) -> tuple[HeightMap, str]:
 _DETECTOR: dict[tuple, Any] = {}
 
 
-def detector():
-    """The shipped detector, loaded once per process (one onnxruntime session per worker).
+def detector(model: str | None = None):
+    """A detector, loaded once per process and model (one onnxruntime session per worker).
 
-    Keyed by process id and ``PARTICLESNN_THREADS`` (the session's thread count): a forked
-    worker or a changed thread budget gets its own session.
+    ``model``: a model folder or shipped name, None = the shipped default. Keyed by process
+    id, ``PARTICLESNN_THREADS`` (the session's thread count), the model and its ONNX file's
+    modification time: a forked worker, a changed thread budget or a retrained model folder
+    gets its own session.
     """
-    key = (os.getpid(), os.environ.get("PARTICLESNN_THREADS"))
-    model = _DETECTOR.get(key)
-    if model is None:
-        from particlesnn.model import load_model
+    from particlesnn.model import WEIGHTS_DIR, load_model
 
-        _DETECTOR.clear()
-        model = _DETECTOR[key] = load_model(None)
-    return model
+    folder = Path(model) if model is not None and (Path(model) / "model.onnx").is_file() \
+        else WEIGHTS_DIR / str(model or "default")
+    onnx = folder / "model.onnx"
+    mtime = onnx.stat().st_mtime_ns if onnx.is_file() else None
+    key = (os.getpid(), os.environ.get("PARTICLESNN_THREADS"), str(model), mtime)
+    det = _DETECTOR.get(key)
+    if det is None:
+        det = load_model(model)
+        if len(_DETECTOR) > 4:
+            _DETECTOR.clear()
+        _DETECTOR[key] = det
+    return det
 
 
 def analyze_heightmap(hm: HeightMap, options: AnalyzeOptions | None = None, *,
@@ -161,7 +173,7 @@ def analyze_heightmap(hm: HeightMap, options: AnalyzeOptions | None = None, *,
     levelled, polarity = prepare(hm, options)
     kw: dict[str, Any] = {}
     if options.method == "model":
-        kw["model"] = detector()
+        kw["model"] = detector(options.model)
         kw["profile"] = options.profile
         if tile is not None:
             kw["tile"] = int(tile)

@@ -192,6 +192,8 @@ def analyze(
     profile: Optional[str] = typer.Option(None, help="Detector profile: auto (chosen by content) | "
                                           "standard (STM/AFM, clean images) | textured (small "
                                           "particles on a lumpy support, e.g. HAADF-STEM)."),
+    model: Optional[str] = typer.Option(None, help="Detector: a model folder (from particlesnn train "
+                                        "or 'models export') or a shipped name; default the shipped model."),
     diameter: Optional[float] = typer.Option(None, help="Typical particle diameter hint (nm; px if no scale)."),
     pixel_size: Optional[float] = typer.Option(None, "--pixel-size", help="Override pixel size, nm/px."),
     polarity: Optional[str] = typer.Option(None, help="auto | bright | dark (default auto)."),
@@ -232,7 +234,7 @@ def analyze(
                                             write_set_outputs_from_records)
     from particlesnn.parallel import check_scheduler, mode_for, run_images, tasks_for
 
-    opts = _options(config, dict(method=method, profile=profile, diameter=diameter, pixel_size=pixel_size,
+    opts = _options(config, dict(method=method, profile=profile, model=model, diameter=diameter, pixel_size=pixel_size,
                                  polarity=polarity, min_size=min_size, max_size=max_size,
                                  include_border=include_border, refine=refine, channel=channel,
                                  scale_bar=scale_bar))
@@ -242,6 +244,12 @@ def analyze(
         raise InputError(out, "give --resume or --overwrite, not both")
     if scheduler:
         check_scheduler(scheduler)
+    if opts.method == "model" and opts.model is not None:
+        from particlesnn.model import load_model
+
+        load_model(opts.model)  # a bad model folder: one line now, not one failure per image
+        if Path(opts.model).is_dir():  # workers may start elsewhere (Dask): an absolute path
+            opts.model = str(Path(opts.model).resolve())
     files = expand_inputs(inputs)
     if not files:
         raise InputError(Path(inputs[0]), "no files of a supported format found")
@@ -331,7 +339,7 @@ def measure(
     from particlesnn.pipeline import prepare, remeasure
 
     cfg = _load_config(config)
-    for k in ("method", "diameter", "refine", "profile"):
+    for k in ("method", "diameter", "refine", "profile", "model"):
         cfg.pop(k, None)
     opts = _options(None, {**cfg, **{k: v for k, v in dict(
         pixel_size=pixel_size, polarity=polarity, include_border=include_border,

@@ -12,7 +12,6 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import select
 
@@ -38,51 +37,17 @@ def analysis_options(options: dict):
     return AnalyzeOptions.from_dict({k: v for k, v in options.items() if k not in SERVICE_KEYS})
 
 
-_MODELS: dict[tuple, Any] = {}
-_MODELS_LOCK = threading.Lock()
-
-
-def _detector(model_dir: Path):
-    """A loaded detector for a model folder, cached (keyed by folder and ONNX file time)."""
-    from particlesnn.model import load_model
-
-    key = (str(model_dir), (Path(model_dir) / "model.onnx").stat().st_mtime_ns)
-    with _MODELS_LOCK:
-        m = _MODELS.get(key)
-        if m is None:
-            if len(_MODELS) > 4:
-                _MODELS.clear()
-            m = _MODELS[key] = load_model(model_dir)
-    return m
-
-
 def run_analysis(path: Path, options: dict, model_dir: Path | None = None):
     """Analyse one stored file; returns the pipeline's ``ImageResult``.
 
     ``model_dir``: the detector to use (``method="model"``); None = the shipped default.
     """
-    from particlesnn.pipeline import AnalyzeOptions, analyze_file
+    from particlesnn.pipeline import analyze_file
 
     opts = analysis_options(options)
-    if model_dir is None or opts.method != "model":
-        return analyze_file(path, opts)
-    if "model" in AnalyzeOptions.__dataclass_fields__:  # the pipeline takes the detector itself
+    if model_dir is not None and opts.method == "model":
         opts.model = str(model_dir)
-        return analyze_file(path, opts)
-    # The same chain as pipeline.analyze_file, with the chosen detector.
-    import time as _time
-
-    from particlesnn import io
-    from particlesnn import pipeline
-    from particlesnn.segment import segment
-
-    t0 = _time.perf_counter()
-    hm = io.read(path, channel=opts.channel, scale_bar=opts.scale_bar)
-    levelled, polarity = pipeline.prepare(hm, opts)
-    seg = segment(levelled, opts.method, diameter=opts.diameter, model=_detector(Path(model_dir)))
-    return pipeline._finish(hm, levelled, seg.labels, seg.scores, opts, polarity,
-                            list(seg.info.get("warnings", [])), t0, info=dict(seg.info),
-                            refine=opts.refine)
+    return analyze_file(path, opts)
 
 
 class Worker:
