@@ -109,3 +109,10 @@ def test_detect_command(tmp_path):
     lines = (tmp_path / "out" / "field.scores.txt").read_text().splitlines()
     assert len(lines) == lab.max() and abs(len(lines) - truth.max()) <= 2
     assert lines[0].split()[0] == "1" and 0 < float(lines[0].split()[1]) <= 1
+    assert "profile standard" in res.output
+    res = CliRunner().invoke(app, ["detect", str(f), "--out", str(tmp_path / "o2"),
+                                   "--profile", "textured"])
+    assert res.exit_code == 0 and "profile textured" in res.output
+    res = CliRunner().invoke(app, ["detect", str(f), "--out", str(tmp_path / "o3"),
+                                   "--profile", "bogus"])
+    assert res.exit_code == 2 and "unknown profile" in res.output

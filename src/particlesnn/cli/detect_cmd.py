@@ -34,6 +34,8 @@ def detect(
         None, help="Typical particle diameter: nm when the file has a pixel size, else px."),
     method: str = typer.Option("model", help="model | threshold | watershed"),
     model: Optional[str] = typer.Option(None, help="Model folder or shipped model name."),
+    profile: str = typer.Option("auto", help="Detector profile: auto (chosen by content) | "
+                                "standard | textured (small particles on a lumpy support)."),
 ) -> None:
     """Find particles: write OUT/STEM.labels.tif (uint16) and OUT/STEM.scores.txt per file."""
     import numpy as np
@@ -43,6 +45,10 @@ def detect(
 
     if method not in ("model", "threshold", "watershed"):
         raise InputError(None, f"unknown method {method!r} (use model, threshold or watershed)")
+    from particlesnn.pipeline import PROFILES
+
+    if profile not in PROFILES:
+        raise InputError(None, f"unknown profile {profile!r} (use {', '.join(PROFILES)})")
     from particlesnn.io import read
     from particlesnn.preprocess import level, orient
     from particlesnn.segment import segment
@@ -55,7 +61,7 @@ def detect(
             from particlesnn.model import load_model
 
             det = det or load_model(model)
-            seg = segment(hm, method="model", diameter=diameter, model=det)
+            seg = segment(hm, method="model", diameter=diameter, model=det, profile=profile)
         else:
             seg = segment(hm, method=method)
         if seg.labels.max() > 65535:
@@ -65,7 +71,8 @@ def detect(
         with open(out / f"{stem}.scores.txt", "w") as fh:
             for k, s in enumerate(np.asarray(seg.scores), start=1):
                 fh.write(f"{k} {float(s):.4f}\n")
-        typer.echo(f"{f}: {seg.count} particles -> {out / (stem + '.labels.tif')}")
+        prof = f" (profile {seg.info['profile']})" if seg.info.get("profile") else ""
+        typer.echo(f"{f}: {seg.count} particles{prof} -> {out / (stem + '.labels.tif')}")
 
 
 class _TrainCommand(TyperCommand):
