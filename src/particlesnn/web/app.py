@@ -207,6 +207,26 @@ def _too_large_msg(n: int, limit: int) -> str:
             f"(received at least {n / 1024**2:.1f} MiB); split it or ask the admin to raise the limit")
 
 
+async def _one_file_form(request: Request, max_fields: int, default_name: str):
+    """Read a multipart form with one file (field ``file``): ``(bytes, safe display name,
+    {other field: text})``. A form that cannot be read or has no file is a 422."""
+    try:
+        form = await request.form(max_files=1, max_fields=max_fields)
+    except _TooLarge:
+        raise
+    except Exception as err:  # noqa: BLE001
+        raise HTTPException(422, f"could not read the upload form: {err}") from None
+    try:
+        f = form.get("file")
+        if f is None or not hasattr(f, "read"):
+            raise HTTPException(422, "no file in the upload (form field 'file')")
+        raw = await f.read()
+        fields = {k: v for k, v in form.items() if k != "file" and isinstance(v, str)}
+        return raw, _safe_display_name(f.filename or default_name), fields
+    finally:
+        await form.close()
+
+
 async def _send_json(send, status: int, detail: str) -> None:
     body = json.dumps({"detail": detail}).encode()
     await send({"type": "http.response.start", "status": status,
@@ -798,22 +818,9 @@ def create_app(data_dir: str | Path, **limits: Any) -> FastAPI:
     )
     async def api_annotations(image_id: str, request: Request):
         """Read the outlines from the file (format auto-detected from its JSON content)."""
-        try:
-            form = await request.form(max_files=1, max_fields=10)
-        except _TooLarge:
-            raise
-        except Exception as err:  # noqa: BLE001
-            raise HTTPException(422, f"could not read the upload form: {err}") from None
-        try:
-            f = form.get("file")
-            if f is None or not hasattr(f, "read"):
-                raise HTTPException(422, "no file in the upload (form field 'file')")
-            raw = await f.read()
-            fmt = str(form.get("format") or "auto")
-            user = str(form.get("user") or request.headers.get("x-user") or "")
-            display = _safe_display_name(f.filename or "annotations.json")
-        finally:
-            await form.close()
+        raw, display, fields = await _one_file_form(request, 10, "annotations.json")
+        fmt = str(fields.get("format") or "auto")
+        user = str(fields.get("user") or request.headers.get("x-user") or "")
         client = request.client.host if request.client else ""
         return await run_in_threadpool(_do_import, image_id, raw, fmt, display, user, client)
 
@@ -920,20 +927,7 @@ def create_app(data_dir: str | Path, **limits: Any) -> FastAPI:
                   "schema": {"type": "object", "required": ["file"], "properties": {
                       "file": {"type": "string", "format": "binary"}}}}}}})
     async def api_model_import(request: Request):
-        try:
-            form = await request.form(max_files=1, max_fields=5)
-        except _TooLarge:
-            raise
-        except Exception as err:  # noqa: BLE001
-            raise HTTPException(422, f"could not read the upload form: {err}") from None
-        try:
-            f = form.get("file")
-            if f is None or not hasattr(f, "read"):
-                raise HTTPException(422, "no file in the upload (form field 'file')")
-            raw = await f.read()
-            display = _safe_display_name(f.filename or "model.zip")
-        finally:
-            await form.close()
+        raw, display, _fields = await _one_file_form(request, 5, "model.zip")
 
         def _import():
             with tempfile.TemporaryDirectory(prefix="pnn-import-", dir=data) as tmp:
