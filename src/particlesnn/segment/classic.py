@@ -93,6 +93,16 @@ def _relabel_min_area(labels: np.ndarray, min_area_px: int) -> np.ndarray:
     return lut[labels]
 
 
+
+def _regions(z, method: str, level: float | None, min_area_px: int):
+    """The image as an array, the height level used (``level``, else ``threshold_level`` by
+    ``method``) and its 8-connected regions above it of at least ``min_area_px`` px, labelled
+    1..n."""
+    data, _ = _as_array(z)
+    lvl = threshold_level(data, method) if level is None else float(level)
+    labels, _ = ndi.label(_foreground(data, lvl), structure=_EIGHT)
+    return data, lvl, _relabel_min_area(labels, min_area_px)
+
 def threshold(
     z: HeightMap | np.ndarray,
     *,
@@ -122,11 +132,7 @@ def threshold(
         ``labels`` int32 consecutive, ``scores`` all 1.0, ``info`` with ``method``, ``level``,
         ``threshold_method``.
     """
-    data, _ = _as_array(z)
-    lvl = threshold_level(data, method) if level is None else float(level)
-    fg = _foreground(data, lvl)
-    labels, _ = ndi.label(fg, structure=_EIGHT)
-    labels = _relabel_min_area(labels, min_area_px)
+    data, lvl, labels = _regions(z, method, level, min_area_px)
     n = int(labels.max())
     return Segmentation(
         labels=labels,
@@ -181,11 +187,7 @@ def watershed(
         ``labels`` int32 consecutive, ``scores`` 1.0, ``info`` with ``level`` and
         ``min_distance_px`` used.
     """
-    data, _ = _as_array(z)
-    lvl = threshold_level(data, method) if level is None else float(level)
-    fg = _foreground(data, lvl)
-    regions, n_regions = ndi.label(fg, structure=_EIGHT)
-    regions = _relabel_min_area(regions, min_area_px)
+    data, lvl, regions = _regions(z, method, level, min_area_px)
     n_regions = int(regions.max())
     info = {"method": "watershed", "level": lvl,
             "threshold_method": None if level is not None else method,
