@@ -132,7 +132,7 @@ def threshold(
         ``labels`` int32 consecutive, ``scores`` all 1.0, ``info`` with ``method``, ``level``,
         ``threshold_method``.
     """
-    data, lvl, labels = _regions(z, method, level, min_area_px)
+    _, lvl, labels = _regions(z, method, level, min_area_px)
     n = int(labels.max())
     return Segmentation(
         labels=labels,
