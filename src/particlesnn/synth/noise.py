@@ -12,11 +12,12 @@ def _radial_freq(shape: tuple[int, int]) -> np.ndarray:
     return np.sqrt(fx * fx + fy * fy)
 
 
-def _field_from_spectrum(amp: np.ndarray, shape: tuple[int, int], rng: np.random.Generator,
+def _field_from_spectrum(amp: np.ndarray, shape: tuple[int, ...], rng: np.random.Generator,
                          rms: float) -> np.ndarray:
-    """Random-phase field with spectral amplitude ``amp``, scaled to std ``rms``."""
+    """Random-phase field (1D or 2D, ``shape``) with real-FFT spectral amplitude ``amp``, scaled
+    to std ``rms``."""
     spec = amp * (rng.standard_normal(amp.shape) + 1j * rng.standard_normal(amp.shape))
-    out = np.fft.irfft2(spec, s=shape)
+    out = np.fft.irfftn(spec, s=shape)
     sd = out.std()
     if sd > 0:
         out *= rms / sd
@@ -61,9 +62,4 @@ def pink_series(n: int, rng: np.random.Generator, beta: float = 1.0, rms: float 
     f[0] = 1.0
     amp = f ** (-beta / 2.0)
     amp[0] = 0.0
-    spec = amp * (rng.standard_normal(f.shape) + 1j * rng.standard_normal(f.shape))
-    out = np.fft.irfft(spec, n=n)
-    sd = out.std()
-    if sd > 0:
-        out *= rms / sd
-    return out
+    return _field_from_spectrum(amp, (n,), rng, rms)
