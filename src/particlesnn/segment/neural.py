@@ -18,7 +18,6 @@ synthetic STM and 0.89-0.91 on STEM).
 """
 from __future__ import annotations
 
-import math
 
 import cv2
 import numpy as np
@@ -52,61 +51,6 @@ PROFILES = {
 #: particles and their mean score is below the model's ``textured_below_mean_score``.
 SWITCH_MIN_COUNT = 3
 SWITCH_MEAN_SCORE = 0.92
-
-
-def estimate_diameter(image: np.ndarray, sigmas: np.ndarray | None = None,
-                      max_side: int = 768) -> float | None:
-    """Typical bright-blob diameter in px from a scale-space blob response.
-
-    Independent of the detector (so texture found by the network cannot feed back into the
-    scale). The scale-normalised Laplacian of Gaussian is approximated by differences of
-    Gaussians (OpenCV; large scales on a 2x / 4x reduced image): ``R_s = (G(s) - G(k s)) /
-    (k - 1)`` for sigmas ``s`` (px, default 12 from 1 to 32, ratio ``k``). Every pixel keeps
-    its best scale; 5x5 maxima of the best response above ``median + 6 MAD`` vote with weight
-    ``R - threshold`` for their scale; the diameter is ``2 sqrt(2) s`` at the weighted median
-    of the votes. Only the central ``max_side`` square is looked at. Returns None when fewer
-    than 3 blobs are found (flat or texture-only images).
-    """
-    img = np.asarray(image, np.float32)
-    if img.ndim != 2 or min(img.shape) < 8:
-        return None
-    r0 = max(0, (img.shape[0] - max_side) // 2)
-    c0 = max(0, (img.shape[1] - max_side) // 2)
-    img = np.ascontiguousarray(img[r0:r0 + max_side, c0:c0 + max_side])
-    if sigmas is None:
-        sigmas = np.geomspace(1.0, 32.0, 12)
-    sigmas = np.asarray(sigmas, float)
-    k = float(sigmas[1] / sigmas[0])
-    shape = img.shape
-    best = np.full(shape, -np.inf, np.float32)
-    best_s = np.zeros(shape, np.float32)
-    level, f = img, 1
-    for s in sigmas:
-        while s / f > 4.0 and min(level.shape) >= 32:
-            level = cv2.resize(level, (level.shape[1] // 2, level.shape[0] // 2),
-                               interpolation=cv2.INTER_AREA)
-            f *= 2
-        a = cv2.GaussianBlur(level, (0, 0), s / f, borderType=cv2.BORDER_REFLECT)
-        b = cv2.GaussianBlur(level, (0, 0), s * k / f, borderType=cv2.BORDER_REFLECT)
-        r = (a - b) / (k - 1.0)
-        if f > 1:
-            r = cv2.resize(r, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
-        better = r > best
-        best = np.where(better, r, best)
-        best_s[better] = s
-    sub = best[::4, ::4]
-    med = float(np.median(sub))
-    thr = med + 6.0 * (float(np.median(np.abs(sub - med))) + 1e-12)
-    peaks = (best >= cv2.dilate(best, np.ones((5, 5), np.uint8))) & (best > thr)
-    if peaks.sum() < 3:
-        return None
-    sv, wv = best_s[peaks], best[peaks] - thr
-    order = np.argsort(sv)
-    cw = np.cumsum(wv[order])
-    s_med = float(sv[order][np.searchsorted(cw, 0.5 * cw[-1])])
-    if s_med <= sigmas[0] * 1.001:  # at the edge of the scale range: noise or texture, not blobs
-        return None
-    return 2.0 * math.sqrt(2.0) * s_med
 
 
 def choose_scale(shape: tuple[int, int], diameter_px: float | None) -> float:
