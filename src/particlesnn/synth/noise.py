@@ -17,7 +17,7 @@ def _field_from_spectrum(amp: np.ndarray, shape: tuple[int, ...], rng: np.random
     """Random-phase field (1D or 2D, ``shape``) with real-FFT spectral amplitude ``amp``, scaled
     to std ``rms``."""
     spec = amp * (rng.standard_normal(amp.shape) + 1j * rng.standard_normal(amp.shape))
-    out = np.fft.irfftn(spec, s=shape)
+    out = np.fft.irfftn(spec, s=shape, axes=tuple(range(len(shape))))
     sd = out.std()
     if sd > 0:
         out *= rms / sd
