@@ -123,3 +123,29 @@ def test_auto_profile_switches_when_the_standard_pass_is_unsure(monkeypatch):
     assert calls == [20.0, 3.0] and seg.info["profile_reason"] == "chosen by the user"
     with pytest.raises(Exception, match="profile"):
         neural.segment_model(hm, model=model, profile="nope")
+
+
+def test_merge_replaces_fragments_inside_a_large_particle_but_keeps_cluster_parts():
+    from particlesnn.segment.decode import merge_instances
+
+    big = _discs((96, 96), [(48, 48, 30)])
+    # full-size pass: two small, confident fragments inside the large particle
+    frags = _discs((96, 96), [(40, 40, 5), (58, 55, 4)])
+    half = _discs((48, 48), [(24, 24, 15)])  # the large particle, on a copy shrunk by 2
+    seg = merge_instances([(frags, np.array([0.97, 0.96]), 1.0), (half, np.array([0.9]), 0.5)],
+                          (96, 96))
+    assert seg.count == 1 and seg.info["fragments_replaced"] == 2
+    m = seg.labels == 1
+    assert (m & (big == 1)).sum() / (m | (big == 1)).sum() > 0.9  # whole, without holes
+    # a cluster of three touching particles: the parts cover the blob, so they are kept
+    parts = _discs((96, 96), [(48, 30, 12), (48, 54, 12), (48, 78, 12)])
+    blob = np.zeros((48, 48), np.int32)
+    blob[cv_small(parts > 0)] = 1
+    seg = merge_instances([(parts, np.array([0.95, 0.95, 0.95]), 1.0), (blob, np.array([0.9]), 0.5)],
+                          (96, 96))
+    assert seg.count == 3 and seg.info["fragments_replaced"] == 0
+
+
+def cv_small(mask):
+    """Shrink a bool mask by 2 (any pixel of each 2 x 2 block)."""
+    return mask.reshape(mask.shape[0] // 2, 2, mask.shape[1] // 2, 2).any(axis=(1, 3))

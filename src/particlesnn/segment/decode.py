@@ -94,7 +94,8 @@ def relabel_with_scores(labels: np.ndarray, prob: np.ndarray, min_area: int = 1,
                    dict(info or {}))
 
 
-def merge_instances(candidates, shape: tuple[int, int], max_overlap: float = 0.3) -> Segmentation:
+def merge_instances(candidates, shape: tuple[int, int], max_overlap: float = 0.3,
+                    fragment_cover: float = 0.25) -> Segmentation:
     """Merge instances found at several resampling factors into one label image.
 
     Parameters
@@ -105,6 +106,11 @@ def merge_instances(candidates, shape: tuple[int, int], max_overlap: float = 0.3
     shape : (rows, cols) of the output grid, px.
     max_overlap : a candidate is dropped when more than this fraction of its area is already
         taken by a better-scored particle.
+    fragment_cover : a candidate replaces better-scored particles that lie inside it (at
+        least 80 % of each) when together they cover at most this fraction of it and each is
+        at most a quarter of its area: fragments of a large particle found on the full-size
+        image, where the network sees only part of it. Parts of a cluster, which cover the
+        cluster's outline, are kept instead (0 = never replace).
 
     Every particle is brought back to the output grid inside its own bounding box (nearest
     neighbour), so memory stays that of one label image. Candidates are taken in decreasing
@@ -112,7 +118,8 @@ def merge_instances(candidates, shape: tuple[int, int], max_overlap: float = 0.3
 
     Returns
     -------
-    Segmentation with consecutive int32 labels (in decreasing score) and their scores.
+    Segmentation with consecutive int32 labels (in decreasing score) and their scores;
+    ``info["fragments_replaced"]`` counts the fragments removed.
     """
     rows, cols = int(shape[0]), int(shape[1])
     items = []
@@ -126,6 +133,9 @@ def merge_instances(candidates, shape: tuple[int, int], max_overlap: float = 0.3
     items.sort(key=lambda t: -t[0])
     out = np.zeros((rows, cols), np.int32)
     kept: list[float] = []
+    areas: list[int] = []
+    boxes: list[tuple[int, int, int, int]] = []
+    dropped: set[int] = set()
     for score, labels, k, sl, f in items:
         patch = (labels[sl] == k).astype(np.uint8)
         if f == 1.0:
@@ -137,14 +147,38 @@ def merge_instances(candidates, shape: tuple[int, int], max_overlap: float = 0.3
             c1 = min(cols, max(c0 + 1, int(np.ceil(sl[1].stop / f))))
             patch = cv2.resize(patch, (c1 - c0, r1 - r0), interpolation=cv2.INTER_NEAREST)
         m = patch.astype(bool)
+        region = out[r0:r0 + m.shape[0], c0:c0 + m.shape[1]]
+        m = m[:region.shape[0], :region.shape[1]]
         area = int(m.sum())
         if area == 0:
             continue
-        region = out[r0:r0 + m.shape[0], c0:c0 + m.shape[1]]
-        m = m[:region.shape[0], :region.shape[1]]
         taken = (region > 0) & m
-        if taken.sum() > max_overlap * area:
+        n_taken = int(taken.sum())
+        if n_taken and fragment_cover > 0 and n_taken <= fragment_cover * area:
+            ids, inside = np.unique(region[taken], return_counts=True)
+            own = np.asarray([areas[i - 1] for i in ids])
+            if np.all(inside >= 0.8 * own) and np.all(own <= 0.25 * area):
+                for i in ids:  # fragments of this particle: give their pixels back
+                    b0, b1, b2, b3 = boxes[i - 1]
+                    sub = out[b0:b1, b2:b3]
+                    sub[sub == i] = 0
+                    dropped.add(int(i))
+                taken = (region > 0) & m
+                n_taken = int(taken.sum())
+        if n_taken > max_overlap * area:
             continue
         kept.append(score)
+        areas.append(int((m & ~taken).sum()))
+        boxes.append((r0, r0 + m.shape[0], c0, c0 + m.shape[1]))
         region[m & ~taken] = len(kept)
-    return Segmentation(out, np.asarray(kept, np.float32), {"max_overlap": float(max_overlap)})
+    scores = np.asarray(kept, np.float32)
+    if dropped:
+        keep = np.ones(len(kept) + 1, bool)
+        keep[0] = False
+        keep[list(dropped)] = False
+        lut = np.zeros(len(kept) + 1, np.int32)
+        lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+        out = lut[out]
+        scores = scores[keep[1:]]
+    return Segmentation(out, scores, {"max_overlap": float(max_overlap),
+                                      "fragments_replaced": len(dropped)})
