@@ -26,6 +26,7 @@ from particlesnn.errors import InputError
 from particlesnn.heightmap import HeightMap
 from particlesnn.segment import Segmentation
 from particlesnn.segment.decode import decode, merge_instances
+from particlesnn.segment.ghosts import drop_ghosts
 
 #: Particle diameters (px) the network handles without resampling; outside, the image is
 #: resampled to bring the typical diameter to the nearest end of this band.
@@ -112,7 +113,7 @@ def _one_pass(model, data: np.ndarray, factors, sigma: float, tile: int) -> list
 
 def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
                   tile: int = 1024, min_height_nm: float = MIN_HEIGHT_NM,
-                  profile: str = "auto") -> Segmentation:
+                  profile: str = "auto", ghosts: bool = True) -> Segmentation:
     """Find particles in a levelled height map with the neural detector.
 
     Parameters
@@ -129,6 +130,9 @@ def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
     min_height_nm : for height maps in nm (``hm.unit == "nm"``): when the 99.9th percentile
         is less than this above the median, the map is flat and no particle is returned.
     profile : "auto", "standard" or "textured" (see the module's docstring).
+    ghosts : for height maps in nm, drop double-tip ghosts
+        (:func:`particlesnn.segment.ghosts.drop_ghosts`; reported in ``info["double_tip"]``
+        and ``info["warnings"]``).
 
     Returns
     -------
@@ -195,5 +199,8 @@ def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
     seg.info = {**base, "profile": chosen, "profile_reason": reason, "scales": factors(chosen),
                 "diameter_px": d_px, "prob_thresh": float(th["prob_thresh"]),
                 "marker_thresh": float(th["marker_thresh"]), "min_area": int(th["min_area"]),
-                "min_score": float(th["min_score"]), "max_overlap": seg.info["max_overlap"]}
+                "min_score": float(th["min_score"]), "max_overlap": seg.info["max_overlap"],
+                "fragments_replaced": seg.info.get("fragments_replaced", 0)}
+    if hm.unit == "nm" and ghosts:
+        seg = drop_ghosts(seg, data)
     return seg

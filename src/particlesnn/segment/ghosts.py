@@ -1,0 +1,140 @@
+"""Double-tip ghosts: find and drop the copies a second tip apex adds to an SPM image.
+
+A tip with two apexes images every particle twice: the particle, and a slightly lower copy
+(the "ghost") shifted by the same vector everywhere in the image. A detector outlines the ghosts
+as particles of their own, which inflates counts and shrinks mean sizes.
+
+The test here needs no model of the tip: among pairs of nearby particles, take the vector from
+the higher one to the lower one (highest point of each). Random neighbours give vectors spread in all directions; a
+double tip gives many pairs sharing one vector, always pointing from the higher to the lower
+particle (a regular array of equal particles gives a shared vector too, but in both directions
+equally often, and is left alone). The lower member of each such pair is a ghost.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+from scipy.spatial import cKDTree
+
+from particlesnn.segment import Segmentation
+
+#: Defaults of :func:`find_ghosts`.
+MIN_PAIRS = 5
+MIN_FRACTION = 0.15
+MIN_ASYMMETRY = 4.0
+
+
+def find_ghosts(labels: np.ndarray, data: np.ndarray, *, min_pairs: int = MIN_PAIRS,
+                min_fraction: float = MIN_FRACTION, min_asymmetry: float = MIN_ASYMMETRY,
+                max_offset_d: float = 3.0) -> dict | None:
+    """Look for double-tip ghosts among the particles of a label image.
+
+    Parameters
+    ----------
+    labels : (rows, cols) int array, 0 = background, k = particle k.
+    data : (rows, cols) float array, the levelled height map (particles up), any unit.
+    min_pairs, min_fraction : a shared offset must be found for at least ``min_pairs`` pairs
+        and ``min_fraction`` of the particles.
+    min_asymmetry : the shared offset must point from the higher to the lower particle at
+        least this many times more often than the other way round.
+    max_offset_d : pairs are sought up to this many median particle diameters apart.
+
+    Returns
+    -------
+    None when no double tip is seen, else a dict: ``offset_px`` (row, col) from a particle
+    to its ghost (px), ``pairs`` (how many pairs share it), ``reverse`` (pairs with the
+    opposite sense), ``ghosts`` (label ids of the ghosts, sorted).
+    """
+    labels = np.asarray(labels)
+    n = int(labels.max()) if labels.size else 0
+    if n < 2 * min_pairs:
+        return None
+    flat = labels.ravel()
+    area = np.bincount(flat, minlength=n + 1).astype(float)
+    present = area > 0
+    present[0] = False
+    ids = np.flatnonzero(present)
+    if ids.size < 2 * min_pairs:
+        return None
+    a = area[ids]
+    cen = _centroids(labels, n)[ids] / a[:, None]
+    d = 2.0 * np.sqrt(a / np.pi)
+    radius = max(6.0, max_offset_d * float(np.median(d)))
+    pairs = cKDTree(cen).query_pairs(radius, output_type="ndarray")
+    need = max(min_pairs, min_fraction * ids.size)
+    if len(pairs) < need:
+        return None
+    # the ghost's visible part is shifted by partial overlap: tolerance grows with size
+    tol = max(1.5, 0.25 * float(np.median(d)))
+    # quick test first, sense ignored: is any offset shared by enough pairs?
+    vec = cen[pairs[:, 1]] - cen[pairs[:, 0]]
+    flip = (vec[:, 0] < 0) | ((vec[:, 0] == 0) & (vec[:, 1] < 0))
+    vec[flip] *= -1
+    if _best_support(vec, tol)[0] < need:
+        return None
+    peak = np.asarray(ndi.maximum(np.asarray(data), labels, ids), float)
+    hi = np.where(peak[pairs[:, 0]] >= peak[pairs[:, 1]], pairs[:, 0], pairs[:, 1])
+    lo = np.where(hi == pairs[:, 0], pairs[:, 1], pairs[:, 0])
+    vec = cen[lo] - cen[hi]
+    _, mode, vt = _best_support(vec, tol)
+    members = np.asarray(vt.query_ball_point(mode, tol), int)
+    reverse = len(vt.query_ball_point(-mode, tol))
+    n_pairs = len(members)
+    if (n_pairs < need or n_pairs < min_asymmetry * max(reverse, 1)
+            or np.hypot(*mode) < 1.0):
+        return None
+    ghosts = np.unique(ids[lo[members]])
+    # a particle that is the higher member of a shared pair is a particle, not a ghost
+    ghosts = np.setdiff1d(ghosts, ids[hi[members]])
+    return {"offset_px": [float(mode[0]), float(mode[1])], "pairs": int(n_pairs),
+            "reverse": int(reverse), "ghosts": ghosts.astype(int)}
+
+
+def _centroids(labels: np.ndarray, n: int, band: int = 512) -> np.ndarray:
+    """(n + 1, 2) sums of the row and column index of each label's pixels (band by band: no
+    full-image index arrays)."""
+    rows, cols = labels.shape
+    out = np.zeros((n + 1, 2))
+    cc = np.arange(cols, dtype=np.float64)
+    for r0 in range(0, rows, band):
+        lab = labels[r0:r0 + band]
+        h = lab.shape[0]
+        flat = lab.ravel()
+        out[:, 0] += np.bincount(flat, np.repeat(np.arange(r0, r0 + h, dtype=np.float64), cols), n + 1)
+        out[:, 1] += np.bincount(flat, np.tile(cc, h), n + 1)
+    return out
+
+
+def _best_support(vec: np.ndarray, tol: float):
+    """The offset shared by most vectors (within ``tol``): (support, mean offset, KD-tree)."""
+    vt = cKDTree(vec)
+    support = vt.query_ball_point(vec, tol, return_length=True)
+    best = int(np.argmax(support))
+    members = vt.query_ball_point(vec[best], tol)
+    return int(support[best]), vec[members].mean(axis=0), vt
+
+
+def drop_ghosts(seg: Segmentation, data: np.ndarray, **kwargs) -> Segmentation:
+    """``seg`` without its double-tip ghosts (:func:`find_ghosts`), renumbered 1..n.
+
+    ``info["double_tip"]`` holds the offset, the pair counts and how many ghosts were dropped,
+    and a line is added to ``info["warnings"]``; ``seg`` is returned as it is when no double
+    tip is seen.
+    """
+    found = find_ghosts(seg.labels, data, **kwargs)
+    if found is None or not len(found["ghosts"]):
+        return seg
+    n = seg.count
+    keep = np.ones(n + 1, bool)
+    keep[0] = False
+    keep[found["ghosts"]] = False
+    lut = np.zeros(n + 1, np.int32)
+    lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    dy, dx = found["offset_px"]
+    info = dict(seg.info)
+    info["double_tip"] = {"offset_px": [round(dy, 2), round(dx, 2)], "pairs": found["pairs"],
+                          "reverse_pairs": found["reverse"], "ghosts_dropped": len(found["ghosts"])}
+    info["warnings"] = list(info.get("warnings", [])) + [
+        f"double tip: {len(found['ghosts'])} ghost copies shifted by ({dy:.1f}, {dx:.1f}) px "
+        "(rows, cols) were dropped; rescan with a clean tip if you can"]
+    return Segmentation(lut[seg.labels], np.asarray(seg.scores)[keep[1:]], info)
