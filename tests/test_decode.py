@@ -99,7 +99,7 @@ def test_auto_profile_switches_when_the_standard_pass_is_unsure(monkeypatch):
     from particlesnn.model import load_model
 
     model = load_model()
-    lab = _discs((96, 96), [(20, 20, 5), (60, 30, 5), (40, 70, 5)])
+    lab = _discs((96, 96), [(20, 20, 8), (60, 30, 8), (40, 70, 8)])  # 16 px: no enlarged pass
     calls = []
 
     def fake_pass(model_, data, factors, sigma, tile):
