@@ -99,18 +99,18 @@ def test_auto_profile_switches_when_the_standard_pass_is_unsure(monkeypatch):
     from particlesnn.model import load_model
 
     model = load_model()
-    lab = _discs((96, 96), [(20, 20, 8), (60, 30, 8), (40, 70, 8)])  # 16 px: no enlarged pass
+    lab = _discs((96, 96), [(20, 20, 5), (60, 30, 5), (40, 70, 5)])
     calls = []
 
-    def fake_pass(model_, data, factors, sigma, tile):
-        calls.append(sigma)
-        score = 0.80 if sigma == neural.PROFILES["standard"]["background_sigma"] else 0.95
-        return [(lab, np.full(3, score), 1.0)]
+    def fake_run(get_maps, name, factors, thresholds, shape, upscale=True):
+        calls.append(name)
+        score = 0.80 if name == "standard" else 0.95
+        return neural.merge_instances([(lab, np.full(3, score), 1.0)], shape), list(factors), None
 
-    monkeypatch.setattr(neural, "_one_pass", fake_pass)
+    monkeypatch.setattr(neural, "run_profile", fake_run)
     hm = HeightMap(np.random.default_rng(0).random((96, 96)), pixel_size=None, unit="a.u.")
     seg = neural.segment_model(hm, model=model)
-    assert calls == [20.0, 3.0]
+    assert calls == ["standard", "textured"]
     assert seg.info["profile"] == "textured" and "unsure" in seg.info["profile_reason"]
     assert seg.count == 3 and seg.scores.min() == pytest.approx(0.95)
 
@@ -118,9 +118,9 @@ def test_auto_profile_switches_when_the_standard_pass_is_unsure(monkeypatch):
     monkeypatch.setattr(neural, "SWITCH_MEAN_SCORE", 0.5)
     model.thresholds.pop("textured_below_mean_score", None)
     seg = neural.segment_model(hm, model=model)
-    assert calls == [20.0] and seg.info["profile"] == "standard"
+    assert calls == ["standard"] and seg.info["profile"] == "standard"
     seg = neural.segment_model(hm, model=model, profile="textured")
-    assert calls == [20.0, 3.0] and seg.info["profile_reason"] == "chosen by the user"
+    assert calls == ["standard", "textured"] and seg.info["profile_reason"] == "chosen by the user"
     with pytest.raises(Exception, match="profile"):
         neural.segment_model(hm, model=model, profile="nope")
 
@@ -149,3 +149,14 @@ def test_merge_replaces_fragments_inside_a_large_particle_but_keeps_cluster_part
 def cv_small(mask):
     """Shrink a bool mask by 2 (any pixel of each 2 x 2 block)."""
     return mask.reshape(mask.shape[0] // 2, 2, mask.shape[1] // 2, 2).any(axis=(1, 3))
+
+
+def test_profile_thresholds_override_the_top_level_ones():
+    from particlesnn.segment.neural import profile_thresholds
+
+    th = {"prob_thresh": 0.6, "marker_thresh": 0.5, "min_area": 4, "min_score": 0.8,
+          "textured": {"prob_thresh": 0.5, "min_score": 0.7}}
+    assert profile_thresholds(th, "standard") == {"prob_thresh": 0.6, "marker_thresh": 0.5,
+                                                  "min_area": 4, "min_score": 0.8}
+    assert profile_thresholds(th, "textured") == {"prob_thresh": 0.5, "marker_thresh": 0.5,
+                                                  "min_area": 4, "min_score": 0.7}

@@ -6,7 +6,8 @@ A model is a folder in the StarDist style:
   "normalise": {"p_lo": 1.0, "p_hi": 99.5}, "train": {...}}``;
 * ``model.onnx``       input ``image`` (N, 1, H, W) float32, output ``maps`` (N, 3, H, W) logits;
 * ``thresholds.json``  decoding thresholds (``prob_thresh``, ``marker_thresh``, ``min_area``,
-  ``min_score``).
+  ``min_score``; an entry per profile, e.g. ``"textured": {...}``, overrides them for that
+  profile) and the profile switch (``textured_below_mean_score``).
 
 The shipped model lives in ``particlesnn/model/weights/default/``.
 """

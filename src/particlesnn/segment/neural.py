@@ -78,25 +78,33 @@ def choose_scale(shape: tuple[int, int], diameter_px: float | None) -> float:
     return s
 
 
-def profile_maps(model, data: np.ndarray, factors, sigma: float, tile: int = 1024) -> list:
-    """The network's maps of ``data`` resampled by each factor, slow background removed.
-
-    ``sigma``: background removal, the copy minus its Gaussian blur of this sigma (px of the
-    resampled copy; 0 = none). Returns ``[(maps, factor), ...]`` (maps on the copy's grid).
-    """
+def copy_maps(model, data: np.ndarray, factor: float, sigma: float, tile: int = 1024) -> dict:
+    """The network's maps of ``data`` resampled by ``factor`` (< 1 shrinks: area average;
+    > 1 enlarges: bicubic), with its slow background removed: the copy minus its Gaussian blur
+    of ``sigma`` px of the copy (0 = none). Maps on the copy's grid."""
     from particlesnn.model import predict_maps
 
     rows, cols = data.shape
-    out = []
-    for f in factors:
-        if f != 1.0:
-            size = (max(8, round(cols * f)), max(8, round(rows * f)))
-            work = cv2.resize(data, size, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_CUBIC)
-        else:
-            work = data
-        if sigma > 0:
-            work = work - cv2.GaussianBlur(work, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
-        out.append((predict_maps(model, work, tile=tile), f))
+    if factor != 1.0:
+        size = (max(8, round(cols * factor)), max(8, round(rows * factor)))
+        work = cv2.resize(data, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC)
+    else:
+        work = data
+    if sigma > 0:
+        work = work - cv2.GaussianBlur(work, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+    return predict_maps(model, work, tile=tile)
+
+
+def profile_maps(model, data: np.ndarray, factors, sigma: float, tile: int = 1024) -> list:
+    """:func:`copy_maps` for each factor: ``[(maps, factor), ...]``."""
+    return [(copy_maps(model, data, f, sigma, tile), f) for f in factors]
+
+
+def profile_thresholds(thresholds: dict, name: str) -> dict:
+    """The decoding thresholds of profile ``name``: the model's top-level values, overridden by
+    its ``thresholds[name]`` entry when the model has one (calibrated per profile)."""
+    out = {k: v for k, v in thresholds.items() if not isinstance(v, dict)}
+    out.update(thresholds.get(name) or {})
     return out
 
 
@@ -125,10 +133,25 @@ def _small_particles(seg: Segmentation, shape: tuple[int, int]) -> str | None:
     return f"median particle diameter {d:.1f} px < {UPSCALE_BELOW_PX:g} px"
 
 
-def _one_pass(model, data: np.ndarray, factors, sigma: float, tile: int) -> list:
-    """Infer and decode ``data`` resampled by each factor, background removed with ``sigma``
-    (px of the resampled copy). Returns ``[(labels, scores, factor), ...]``."""
-    return decode_profile(profile_maps(model, data, factors, sigma, tile), model.thresholds)
+def run_profile(get_maps, name: str, factors, thresholds: dict, shape: tuple[int, int],
+                upscale: bool = True) -> tuple[Segmentation, list, str | None]:
+    """One profile's pass: decode the maps of each factor (``get_maps(factor)``, see
+    :func:`copy_maps`) with the profile's thresholds, merge; for "standard" with ``upscale``,
+    add the enlarged copy when the particles are small (:data:`UPSCALE_BELOW_PX`).
+
+    Returns (segmentation, factors used, why the enlarged copy was added or None).
+    """
+    th = profile_thresholds(thresholds, name)
+    cands = decode_profile([(get_maps(f), f) for f in factors], th)
+    seg = merge_instances(cands, shape)
+    used, why = list(factors), None
+    if upscale and name == "standard":
+        why = _small_particles(seg, shape)
+        if why is not None:
+            cands += decode_profile([(get_maps(UPSCALE_FACTOR), UPSCALE_FACTOR)], th)
+            seg = merge_instances(cands, shape)
+            used = [UPSCALE_FACTOR, *used]
+    return seg, used, why
 
 
 def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
@@ -198,18 +221,14 @@ def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
         return [f for f in PROFILES[name]["scales"] if f == 1.0 or min(rows, cols) * f >= MIN_WORK_SIDE]
 
     switch = float(model.thresholds.get("textured_below_mean_score", SWITCH_MEAN_SCORE))
+
+    def run(name: str):
+        sigma = PROFILES[name]["background_sigma"]
+        return run_profile(lambda f: copy_maps(model, data, f, sigma, tile), name, factors(name),
+                           model.thresholds, data.shape, upscale=d_px is None)
+
     chosen = "standard" if profile == "auto" else profile
-    sigma = PROFILES[chosen]["background_sigma"]
-    cands = _one_pass(model, data, factors(chosen), sigma, tile)
-    seg = merge_instances(cands, data.shape)
-    used = factors(chosen)
-    upscale = None
-    if chosen == "standard" and d_px is None:
-        upscale = _small_particles(seg, data.shape)
-        if upscale is not None:
-            cands += _one_pass(model, data, [UPSCALE_FACTOR], sigma, tile)
-            seg = merge_instances(cands, data.shape)
-            used = [UPSCALE_FACTOR, *used]
+    seg, used, upscale = run(chosen)
     mean = float(np.mean(seg.scores)) if seg.count else float("nan")
     reason = "chosen by the user"
     if profile == "auto":
@@ -217,15 +236,12 @@ def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
             chosen = "textured"
             reason = (f"standard pass unsure (mean score {mean:.3f} < {switch:.3f} over "
                       f"{seg.count} particles): small particles on a textured support assumed")
-            cands = _one_pass(model, data, factors(chosen), PROFILES[chosen]["background_sigma"],
-                              tile)
-            seg = merge_instances(cands, data.shape)
-            used, upscale = factors(chosen), None
+            seg, used, upscale = run(chosen)
         elif seg.count:
             reason = f"standard pass sure enough (mean score {mean:.3f} >= {switch:.3f})"
         else:
             reason = "standard pass found no particles"
-    th = model.thresholds
+    th = profile_thresholds(model.thresholds, chosen)
     seg.info = {**base, "profile": chosen, "profile_reason": reason, "scales": used,
                 "upscaled_because": upscale,
                 "diameter_px": d_px, "prob_thresh": float(th["prob_thresh"]),

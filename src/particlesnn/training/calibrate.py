@@ -1,20 +1,27 @@
-"""Choose the decoding thresholds of a model folder on held-out synthetic STM images, and the
-profile switch on the training parts of the real sets (no torch).
+"""Calibrate a model folder's thresholds (no torch): decoding thresholds per profile, then
+the profile switch. Never on the validation parts of the real sets or the benchmark seeds.
 
     PYTHONPATH=src python -m particlesnn.training.calibrate MODEL_DIR [REAL_ROOT]
 
-REAL_ROOT defaults to ``../shared/real`` (run from the project root); without it the profile
-switch is calibrated on synthetic images only.
+REAL_ROOT defaults to ``../shared/real`` (run from the project root); without it everything is
+calibrated on synthetic images only.
 
-Images: ``particlesnn.synth`` presets stm-sparse, stm-crowded, stm-tiny, stm-noisy-lines,
-stm-mixed and negatives, 4 each at 384 px, seeds 1,950,000 + 100 k + i (not the training seeds
-1,000,000-1,903,000, not the benchmark seeds 9,000,000+), levelled and oriented as in the
-analysis, and inferred as :func:`particlesnn.segment.neural.segment_model` does with the
-"standard" profile (multi-scale copies, background removed, particles merged). Grid:
-``prob_thresh`` and ``marker_thresh`` in {0.5, 0.6, 0.7}, ``min_score`` in
-{0, 0.7, 0.8, 0.85, 0.9}, ``min_area`` 4 px (8 px gained nothing: +0.0002); the pick
-maximises the mean of the pooled centre-rule F1 and IoU-0.5 F1.
-Writes ``thresholds.json`` in place and prints the six best grid points.
+1. ``standard`` profile (top-level ``prob_thresh``, ``marker_thresh``, ``min_score`` of
+   ``thresholds.json``): images of two groups, synthetic (``particlesnn.synth`` presets
+   stm-sparse, stm-crowded, stm-tiny, stm-noisy-lines, stm-mixed and negatives, 4 each at
+   384 px, seeds 1,950,000 + 100 k + i) and, with REAL_ROOT, 40 images of the training part
+   of ``nuclei-dev``. Each group is scored by the mean of its pooled centre-rule F1 and
+   IoU-0.5 F1; the pick maximises the mean over the groups.
+2. ``textured`` profile (``thresholds["textured"]``), with REAL_ROOT only: the training part of
+   ``stem-dev`` (Cu*, Ru*), scored by the mean of the pooled centre-rule F1 and box-IoU F1.
+3. the profile switch (:func:`calibrate_profile_switch`).
+
+Every image is levelled and oriented as in the analysis and segmented as
+:func:`particlesnn.segment.neural.segment_model` does (multi-scale copies, background removed,
+enlarged copy for small particles, merge; the network runs once per image and copy, only the
+decoding is repeated). Grid: ``prob_thresh`` and ``marker_thresh`` in {0.5, 0.6, 0.7},
+``min_score`` in {0, 0.7, 0.8, 0.85, 0.9}, ``min_area`` 4 px. ``thresholds.json`` is written
+in place; the best grid points are printed.
 """
 from __future__ import annotations
 
@@ -26,53 +33,109 @@ from pathlib import Path
 import numpy as np
 
 PRESETS = ["stm-sparse", "stm-crowded", "stm-tiny", "stm-noisy-lines", "stm-mixed", "negatives"]
+GRID = list(itertools.product((0.5, 0.6, 0.7), (0.5, 0.6, 0.7), (0.0, 0.7, 0.8, 0.85, 0.9)))
 
 
-def calibrate_synthetic(model_dir: str | Path, n_per_preset: int = 4, size: int = 384) -> dict:
-    """Pick and write the decoding thresholds of ``model_dir``; returns the thresholds dict."""
+class _Item:
+    """One calibration image: its levelled map, truth, and the network's maps per factor
+    (computed once, on first use)."""
+
+    def __init__(self, group, z, truth, model, profile):
+        from particlesnn.segment.neural import MIN_WORK_SIDE, PROFILES
+
+        self.group, self.z, self.truth, self.model = group, z, truth, model
+        self.sigma = PROFILES[profile]["background_sigma"]
+        self.factors = [f for f in PROFILES[profile]["scales"]
+                        if f == 1.0 or min(z.shape) * f >= MIN_WORK_SIDE]
+        self.profile = profile
+        self._maps: dict[float, dict] = {}
+
+    def maps(self, f: float) -> dict:
+        from particlesnn.segment.neural import copy_maps
+
+        if f not in self._maps:
+            self._maps[f] = copy_maps(self.model, self.z, f, self.sigma)
+        return self._maps[f]
+
+    def segment(self, th: dict):
+        from particlesnn.segment.neural import run_profile
+
+        return run_profile(self.maps, self.profile, self.factors, th, self.z.shape)[0]
+
+
+def _grid_search(items, what: str) -> list:
+    """Score every grid point over ``items``; returns sorted rows
+    (score, prob, marker, min_score, {group: (centre F1, IoU/box F1)})."""
     from particlesnn.evaluate import evaluate_pair
+
+    groups = sorted({it.group for it in items})
+    rows = []
+    for pt, mt, ms in GRID:
+        th = {"prob_thresh": pt, "marker_thresh": mt, "min_area": 4, "min_score": ms}
+        tot = {g: np.zeros(6) for g in groups}
+        for it in items:
+            r = evaluate_pair(it.segment(th).labels, it.truth, coco=False)
+            tot[it.group] += [r["centre_tp"], r["centre_fp"], r["centre_fn"],
+                              r["iou_tp"], r["iou_fp"], r["iou_fn"]]
+        per = {}
+        for g, t in tot.items():
+            per[g] = (2 * t[0] / max(1, 2 * t[0] + t[1] + t[2]), 2 * t[3] / max(1, 2 * t[3] + t[4] + t[5]))
+        score = float(np.mean([(c + i) / 2 for c, i in per.values()]))
+        rows.append((score, pt, mt, ms, per))
+    rows.sort(key=lambda r: -r[0])
+    for sc, pt, mt, ms, per in rows[:5]:
+        print(f"{what}: score {sc:.3f} prob {pt:.1f} marker {mt:.1f} min_score {ms:.2f} | "
+              + ", ".join(f"{g} centre F1 {c:.3f} IoU F1 {i:.3f}" for g, (c, i) in per.items()))
+    return rows
+
+
+def calibrate_decoding(model_dir: str | Path, real_root: str | Path | None = None,
+                       n_per_preset: int = 4, size: int = 384, n_nuclei: int = 40) -> dict:
+    """Pick and write the decoding thresholds of ``model_dir`` (steps 1 and 2 of the module's
+    docstring); returns the thresholds dict."""
+    from particlesnn.io import read
+    from particlesnn.io.groundtruth import read_real_set
     from particlesnn.model import load_model
     from particlesnn.preprocess import level, orient
-    from particlesnn.segment.decode import merge_instances
-    from particlesnn.segment.neural import MIN_WORK_SIDE, PROFILES, decode_profile, profile_maps
     from particlesnn.synth import generate
 
     mdir = Path(model_dir)
     m = load_model(mdir)
-    items = []
+    root = Path(real_root) if real_root is not None else None
+    std = []
     for k, p in enumerate(PRESETS):
         for i in range(n_per_preset):
             si = generate(p, 1_950_000 + 100 * k + i, size=size)
             hm = si.height if si.modality == "stm" else si.height.with_data(si.image, unit="a.u.")
             hm, _ = orient(level(hm), "auto")
-            z = hm.data.astype(np.float32)
-            prof = PROFILES["standard"]
-            factors = [f for f in prof["scales"] if f == 1.0 or min(z.shape) * f >= MIN_WORK_SIDE]
-            items.append((profile_maps(m, z, factors, prof["background_sigma"]), z.shape, si.labels))
-    res = []
-    for pt, mt, ms, ma in itertools.product((0.5, 0.6, 0.7), (0.5, 0.6, 0.7), (0.0, 0.7, 0.8, 0.85, 0.9),
-                                            (4,)):
-        tot = np.zeros(6)
-        th = {"prob_thresh": pt, "marker_thresh": mt, "min_area": ma, "min_score": ms}
-        for maps_list, shape, truth in items:
-            lab = merge_instances(decode_profile(maps_list, th), shape).labels
-            r = evaluate_pair(lab, truth)
-            tot += [r["centre_tp"], r["centre_fp"], r["centre_fn"], r["iou_tp"], r["iou_fp"], r["iou_fn"]]
-        cf1 = 2 * tot[0] / max(1, 2 * tot[0] + tot[1] + tot[2])
-        if1 = 2 * tot[3] / max(1, 2 * tot[3] + tot[4] + tot[5])
-        res.append(((cf1 + if1) / 2, pt, mt, ms, ma, cf1, if1, tot[0] / max(1, tot[0] + tot[1]),
-                    tot[0] / max(1, tot[0] + tot[2])))
-    res.sort(reverse=True)
-    for r in res[:6]:
-        print("score %.3f prob %.1f marker %.1f min_score %.2f min_area %d | centre F1 %.3f IoU F1 %.3f "
-              "P %.3f R %.3f" % r)
-    best = res[0]
+            std.append(_Item("synthetic", hm.data.astype(np.float32), si.labels, m, "standard"))
+    if root is not None and (root / "nuclei-dev").is_dir():
+        gts = read_real_set(root, "nuclei-dev", "train")
+        for g in gts[:: max(1, len(gts) // n_nuclei)][:n_nuclei]:
+            hm, _ = orient(level(read(g.image)), "auto")
+            std.append(_Item("nuclei-dev", hm.data.astype(np.float32), g.truth, m, "standard"))
     th = json.loads((mdir / "thresholds.json").read_text()) if (mdir / "thresholds.json").is_file() else {}
-    th.update({"prob_thresh": best[1], "marker_thresh": best[2], "min_score": best[3], "min_area": best[4],
-               "calibrated_on": f"{len(items)} held-out synthetic images (seeds 1950000+, presets "
-                                f"{', '.join(PRESETS)}), {size} px; mean of centre F1 and IoU-0.5 F1",
-               "cal_centre_f1": round(best[5], 4), "cal_iou50_f1": round(best[6], 4)})
-    th.pop("val_iou50_f1", None)
+    best = _grid_search(std, "standard")[0]
+    th.update({"prob_thresh": best[1], "marker_thresh": best[2], "min_score": best[3], "min_area": 4,
+               "calibrated_on": "standard profile: " + ", ".join(
+                   f"{g} {sum(it.group == g for it in std)}" for g in best[4])
+               + f" images (synthetic: seeds 1950000+, presets {', '.join(PRESETS)}, {size} px; "
+                 "nuclei-dev: training part); mean over groups of (centre F1 + IoU-0.5 F1) / 2",
+               "cal_per_group": {g: [round(float(c), 4), round(float(i), 4)] for g, (c, i) in best[4].items()}})
+    for key in ("val_iou50_f1", "cal_centre_f1", "cal_iou50_f1"):
+        th.pop(key, None)
+    th.pop("textured", None)
+    if root is not None and (root / "stem-dev").is_dir():
+        tex = []
+        for g in read_real_set(root, "stem-dev", "train"):
+            hm, _ = orient(level(read(g.image)), "auto")
+            tex.append(_Item("stem-dev", hm.data.astype(np.float32), g.truth, m, "textured"))
+        bt = _grid_search(tex, "textured")[0]
+        th["textured"] = {"prob_thresh": bt[1], "marker_thresh": bt[2], "min_score": bt[3],
+                          "calibrated_on": f"stem-dev training part ({len(tex)} images); "
+                                           "(centre F1 + box-IoU F1) / 2",
+                          "cal_centre_f1": round(float(bt[4]["stem-dev"][0]), 4),
+                          "cal_box_f1": round(float(bt[4]["stem-dev"][1]), 4)}
     (mdir / "thresholds.json").write_text(json.dumps(th, indent=1))
     return th
 
@@ -148,7 +211,8 @@ def calibrate_profile_switch(model_dir: str | Path, real_root: str | Path | None
 
 
 if __name__ == "__main__":
-    out = calibrate_synthetic(sys.argv[1])
     real = Path(sys.argv[2]) if len(sys.argv) > 2 else Path("../shared/real")
-    out = calibrate_profile_switch(sys.argv[1], real if real.is_dir() else None)
+    real = real if real.is_dir() else None
+    calibrate_decoding(sys.argv[1], real)
+    out = calibrate_profile_switch(sys.argv[1], real)
     print(json.dumps(out))
