@@ -72,7 +72,8 @@ def run_one(path: Path, repeat: int, model_dir: str | None) -> dict:
     t2 = time.perf_counter()
     maps_list = neural.profile_maps(model, hm.data.astype("float32"), factors, prof["background_sigma"])
     t3 = time.perf_counter()
-    cands = neural.decode_profile(maps_list, model.thresholds)
+    cands = neural.decode_profile(maps_list, neural.profile_thresholds(
+        model.thresholds, seg.info.get("profile") or "standard"))
     t4 = time.perf_counter()
     from particlesnn.segment.decode import merge_instances
 
