@@ -57,3 +57,28 @@ def test_random_fields_and_regular_arrays_have_no_ghosts():
     assert find_ghosts(lab, z) is None
     seg = Segmentation(lab, np.ones(len(c), np.float32), {})
     assert drop_ghosts(seg, z) is seg  # unchanged, no warning
+
+
+def test_detector_drops_the_ghosts_of_a_synthetic_double_tip_scan():
+    import pytest
+
+    from particlesnn.model import WEIGHTS_DIR
+    from particlesnn.preprocess import level, orient
+    from particlesnn.segment.neural import segment_model
+    from particlesnn.synth import generate
+    from particlesnn.synth.presets import draw
+
+    if not (WEIGHTS_DIR / "default" / "model.onnx").is_file():
+        pytest.skip("shipped weights not built yet")
+    p = draw("stm-sparse", np.random.default_rng(5), size=384)
+    p.particles.coverage = 0.04
+    ghost_nm = 12 * p.pixel_size_nm  # 12 px to the right of each particle, 0.3 nm lower
+    p.tip.double_offset_nm, p.tip.double_dz_nm = (ghost_nm, 0.0), 0.3
+    si = generate(p, 7)
+    hm, _ = orient(level(si.height), "bright")
+    seg = segment_model(hm)
+    assert "double_tip" in seg.info, seg.info
+    assert abs(abs(seg.info["double_tip"]["offset_px"][1]) - 12) < 3
+    n_true = int(si.labels.max())
+    assert abs(seg.count - n_true) <= max(2, 0.15 * n_true)  # not twice as many
+    assert any("double tip" in w for w in seg.info["warnings"])
