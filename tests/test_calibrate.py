@@ -40,11 +40,14 @@ def test_calibrate_decoding_writes_thresholds_per_profile(tmp_path, monkeypatch)
     grid = [(0.5, 0.5, 0.0), (0.7, 0.7, 0.9)]
     monkeypatch.setattr(cal, "GRID", grid)
     monkeypatch.setattr(cal, "PRESETS", ["stm-sparse"])
+    monkeypatch.setattr(cal, "GROW", (0.4,))
     th = cal.calibrate_decoding(mdir, tmp_path / "real", n_per_preset=1, size=96)
     saved = json.loads((mdir / "thresholds.json").read_text())
     assert saved == json.loads(json.dumps(th))
     assert (saved["prob_thresh"], saved["marker_thresh"], saved["min_score"]) in grid
+    assert saved.get("grow_thresh", 0.4) == 0.4
     assert set(saved["cal_per_group"]) == {"synthetic"}  # no nuclei-dev under this root
+    assert len(saved["cal_per_group"]["synthetic"]) == 3  # centre F1, IoU F1, size accuracy
     tex = saved["textured"]
     assert (tex["prob_thresh"], tex["marker_thresh"], tex["min_score"]) in grid
     assert "2 images" in tex["calibrated_on"]  # the training part only: Pd1 is held out

@@ -10,18 +10,20 @@ calibrated on synthetic images only.
    ``thresholds.json``): images of two groups, synthetic (``particlesnn.synth`` presets
    stm-sparse, stm-crowded, stm-tiny, stm-noisy-lines, stm-mixed and negatives, 4 each at
    384 px, seeds 1,950,000 + 100 k + i) and, with REAL_ROOT, 40 images of the training part
-   of ``nuclei-dev``. Each group is scored by the mean of its pooled centre-rule F1 and
-   IoU-0.5 F1; the pick maximises the mean over the groups.
+   of ``nuclei-dev``; the pick maximises the mean of the groups' scores.
 2. ``textured`` profile (``thresholds["textured"]``), with REAL_ROOT only: the training part of
-   ``stem-dev`` (Cu*, Ru*), scored by the mean of the pooled centre-rule F1 and box-IoU F1.
+   ``stem-dev`` (Cu*, Ru*).
 3. the profile switch (:func:`calibrate_profile_switch`).
 
 Every image is levelled and oriented as in the analysis and segmented as
 :func:`particlesnn.segment.neural.segment_model` does (multi-scale copies, background removed,
 enlarged copy for small particles, merge; the network runs once per image and copy, only the
 decoding is repeated). Grid: ``prob_thresh`` and ``marker_thresh`` in {0.5, 0.6, 0.7},
-``min_score`` in {0, 0.7, 0.8, 0.85, 0.9}, ``min_area`` 4 px. ``thresholds.json`` is written
-in place; the best grid points are printed.
+``min_score`` in {0, 0.7, 0.8, 0.9}, ``min_area`` 4 px; then, at the best point,
+``grow_thresh`` in {none, 0.3, 0.4, 0.5} (outlines grown into lower probability, see
+:func:`particlesnn.segment.decode.decode`). Each group is scored by the mean of its pooled
+centre-rule F1, pooled IoU-0.5 F1 (box IoU for stem-dev) and mean size accuracy.
+``thresholds.json`` is written in place; the best grid points are printed.
 """
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ from pathlib import Path
 import numpy as np
 
 PRESETS = ["stm-sparse", "stm-crowded", "stm-tiny", "stm-noisy-lines", "stm-mixed", "negatives"]
-GRID = list(itertools.product((0.5, 0.6, 0.7), (0.5, 0.6, 0.7), (0.0, 0.7, 0.8, 0.85, 0.9)))
+GRID = list(itertools.product((0.5, 0.6, 0.7), (0.5, 0.6, 0.7), (0.0, 0.7, 0.8, 0.9)))
+GROW = (0.3, 0.4, 0.5)
 
 
 class _Item:
@@ -63,30 +66,46 @@ class _Item:
         return run_profile(self.maps, self.profile, self.factors, th, self.z.shape)[0]
 
 
-def _grid_search(items, what: str) -> list:
-    """Score every grid point over ``items``; returns sorted rows
-    (score, prob, marker, min_score, {group: (centre F1, IoU/box F1)})."""
+def _grid_search(items, what: str, grid: list[dict]) -> list:
+    """Score every thresholds dict of ``grid`` over ``items``; returns rows sorted best first:
+    (score, thresholds, {group: (centre F1, IoU/box F1, size accuracy)}). A group's score is
+    the mean of its pooled centre-rule F1, pooled IoU-0.5 F1 and mean per-image size accuracy;
+    the row's score is the mean over groups."""
     from particlesnn.evaluate import evaluate_pair
 
     groups = sorted({it.group for it in items})
     rows = []
-    for pt, mt, ms in GRID:
-        th = {"prob_thresh": pt, "marker_thresh": mt, "min_area": 4, "min_score": ms}
+    for th in grid:
         tot = {g: np.zeros(6) for g in groups}
+        size = {g: [] for g in groups}
         for it in items:
             r = evaluate_pair(it.segment(th).labels, it.truth, coco=False)
             tot[it.group] += [r["centre_tp"], r["centre_fp"], r["centre_fn"],
                               r["iou_tp"], r["iou_fp"], r["iou_fn"]]
+            if np.isfinite(r["size_accuracy"]):
+                size[it.group].append(r["size_accuracy"])
         per = {}
         for g, t in tot.items():
-            per[g] = (2 * t[0] / max(1, 2 * t[0] + t[1] + t[2]), 2 * t[3] / max(1, 2 * t[3] + t[4] + t[5]))
-        score = float(np.mean([(c + i) / 2 for c, i in per.values()]))
-        rows.append((score, pt, mt, ms, per))
+            per[g] = (2 * t[0] / max(1, 2 * t[0] + t[1] + t[2]),
+                      2 * t[3] / max(1, 2 * t[3] + t[4] + t[5]),
+                      float(np.mean(size[g])) if size[g] else 0.0)
+        rows.append((float(np.mean([np.mean(v) for v in per.values()])), th, per))
     rows.sort(key=lambda r: -r[0])
-    for sc, pt, mt, ms, per in rows[:5]:
-        print(f"{what}: score {sc:.3f} prob {pt:.1f} marker {mt:.1f} min_score {ms:.2f} | "
-              + ", ".join(f"{g} centre F1 {c:.3f} IoU F1 {i:.3f}" for g, (c, i) in per.items()))
+    for sc, th, per in rows[:4]:
+        print(f"{what}: score {sc:.3f} " + " ".join(f"{k} {v}" for k, v in th.items()) + " | "
+              + ", ".join(f"{g} centre F1 {c:.3f} IoU F1 {i:.3f} size {z:.3f}"
+                          for g, (c, i, z) in per.items()))
     return rows
+
+
+def _calibrate(items, what: str) -> tuple:
+    """Grid over prob / marker / min_score, then the growth threshold at the best point."""
+    grid = [{"prob_thresh": pt, "marker_thresh": mt, "min_area": 4, "min_score": ms}
+            for pt, mt, ms in GRID]
+    best = _grid_search(items, what, grid)[0]
+    grow = [dict(best[1])] + [{**best[1], "grow_thresh": g} for g in GROW
+                              if g < best[1]["prob_thresh"]]
+    return _grid_search(items, what + " growth", grow)[0]
 
 
 def calibrate_decoding(model_dir: str | Path, real_root: str | Path | None = None,
@@ -115,13 +134,14 @@ def calibrate_decoding(model_dir: str | Path, real_root: str | Path | None = Non
             hm, _ = orient(level(read(g.image)), "auto")
             std.append(_Item("nuclei-dev", hm.data.astype(np.float32), g.truth, m, "standard"))
     th = json.loads((mdir / "thresholds.json").read_text()) if (mdir / "thresholds.json").is_file() else {}
-    best = _grid_search(std, "standard")[0]
-    th.update({"prob_thresh": best[1], "marker_thresh": best[2], "min_score": best[3], "min_area": 4,
-               "calibrated_on": "standard profile: " + ", ".join(
-                   f"{g} {sum(it.group == g for it in std)}" for g in best[4])
+    score, best, per = _calibrate(std, "standard")
+    th.pop("grow_thresh", None)
+    th.update({**best, "calibrated_on": "standard profile: " + ", ".join(
+                   f"{g} {sum(it.group == g for it in std)}" for g in per)
                + f" images (synthetic: seeds 1950000+, presets {', '.join(PRESETS)}, {size} px; "
-                 "nuclei-dev: training part); mean over groups of (centre F1 + IoU-0.5 F1) / 2",
-               "cal_per_group": {g: [round(float(c), 4), round(float(i), 4)] for g, (c, i) in best[4].items()}})
+                 "nuclei-dev: training part); mean over groups of the mean of centre F1, "
+                 "IoU-0.5 F1 and size accuracy",
+               "cal_per_group": {g: [round(float(x), 4) for x in v] for g, v in per.items()}})
     for key in ("val_iou50_f1", "cal_centre_f1", "cal_iou50_f1"):
         th.pop(key, None)
     th.pop("textured", None)
@@ -130,12 +150,12 @@ def calibrate_decoding(model_dir: str | Path, real_root: str | Path | None = Non
         for g in read_real_set(root, "stem-dev", "train"):
             hm, _ = orient(level(read(g.image)), "auto")
             tex.append(_Item("stem-dev", hm.data.astype(np.float32), g.truth, m, "textured"))
-        bt = _grid_search(tex, "textured")[0]
-        th["textured"] = {"prob_thresh": bt[1], "marker_thresh": bt[2], "min_score": bt[3],
-                          "calibrated_on": f"stem-dev training part ({len(tex)} images); "
-                                           "(centre F1 + box-IoU F1) / 2",
-                          "cal_centre_f1": round(float(bt[4]["stem-dev"][0]), 4),
-                          "cal_box_f1": round(float(bt[4]["stem-dev"][1]), 4)}
+        _, bt, per = _calibrate(tex, "textured")
+        c, b, z = per["stem-dev"]
+        th["textured"] = {**bt, "calibrated_on": f"stem-dev training part ({len(tex)} images); "
+                                                 "mean of centre F1, box-IoU F1, size accuracy",
+                          "cal_centre_f1": round(float(c), 4), "cal_box_f1": round(float(b), 4),
+                          "cal_size_accuracy": round(float(z), 4)}
     (mdir / "thresholds.json").write_text(json.dumps(th, indent=1))
     return th
 
