@@ -13,9 +13,10 @@ Two profiles: ``"standard"`` (mild background removal; STM/AFM height maps, cell
 images) and ``"textured"`` (a strong band-pass for small particles on a bright, lumpy support
 such as HAADF-STEM of supported catalysts). ``profile="auto"`` runs the standard pass and
 switches to the textured one when the network is unsure of what it found there (mean particle
-score below the model's ``textured_below_mean_score``, 0.92 for the shipped model: calibrated on
-the training parts of the real sets, where the standard pass scored 0.93-0.98 on nuclei and
-synthetic STM and 0.89-0.91 on STEM).
+score below the model's ``textured_below_mean_score``, calibrated on the training parts of the
+real sets by :mod:`particlesnn.training.calibrate`). Each profile decodes with its own
+thresholds (:func:`profile_thresholds`). On height maps, double-tip ghosts are dropped
+(:mod:`particlesnn.segment.ghosts`).
 """
 from __future__ import annotations
 
