@@ -105,7 +105,9 @@ def test_auto_profile_switches_when_the_standard_pass_is_unsure(monkeypatch):
     def fake_run(get_maps, name, factors, thresholds, shape, upscale=True):
         calls.append(name)
         score = 0.80 if name == "standard" else 0.95
-        return neural.merge_instances([(lab, np.full(3, score), 1.0)], shape), list(factors), None
+        seg = neural.merge_instances([(lab, np.full(3, score), 1.0)], shape)
+        seg.info["certainty"] = score
+        return seg, list(factors), None
 
     monkeypatch.setattr(neural, "run_profile", fake_run)
     hm = HeightMap(np.random.default_rng(0).random((96, 96)), pixel_size=None, unit="a.u.")

@@ -64,13 +64,15 @@ def test_separated_field_found(model):
 def test_small_particles_get_an_enlarged_pass(model):
     # 6 px particles: the pass over the image enlarged by 2 runs and its particles are merged in
     img, truth = _cap_field(size=192, diameter=6.0, spacing=14.0, noise=0.01, seed=3)
-    seg = segment_model(HeightMap(img, pixel_size=None, unit="a.u."), model=model)
+    seg = segment_model(HeightMap(img, pixel_size=None, unit="a.u."), model=model,
+                        profile="standard")
     assert seg.info["upscaled_because"] and 2.0 in seg.info["scales"]
     hit = [len(set(np.unique(seg.labels[truth == k])) - {0}) for k in range(1, truth.max() + 1)]
     assert sum(h == 1 for h in hit) >= 0.9 * truth.max()
     # 16 px particles: no enlarged pass
     img, _ = _cap_field()
-    seg = segment_model(HeightMap(img, pixel_size=None, unit="a.u."), model=model)
+    seg = segment_model(HeightMap(img, pixel_size=None, unit="a.u."), model=model,
+                        profile="standard")
     assert seg.info["upscaled_because"] is None and 2.0 not in seg.info["scales"]
 
 

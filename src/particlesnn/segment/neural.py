@@ -51,7 +51,8 @@ PROFILES = {
     "textured": {"scales": (1.0, 0.5, 0.25, 0.125, 0.0625), "background_sigma": 3.0},
 }
 #: ``profile="auto"`` switches to "textured" when the standard pass found at least this many
-#: particles and their mean score is below the model's ``textured_below_mean_score``.
+#: particles and the mean score of its candidates (before the ``min_score`` cut) is below the
+#: model's ``textured_below_mean_score``.
 SWITCH_MIN_COUNT = 3
 SWITCH_MEAN_SCORE = 0.92
 #: Small particles: when the first pass of the standard profile found at least
@@ -140,10 +141,16 @@ def run_profile(get_maps, name: str, factors, thresholds: dict, shape: tuple[int
     :func:`copy_maps`) with the profile's thresholds, merge; for "standard" with ``upscale``,
     add the enlarged copy when the particles are small (:data:`UPSCALE_BELOW_PX`).
 
-    Returns (segmentation, factors used, why the enlarged copy was added or None).
+    Returns (segmentation, factors used, why the enlarged copy was added or None). The
+    segmentation's ``info["certainty"]`` is the mean score of every candidate of the first
+    factors *before* the ``min_score`` cut (what the profile switch reads: texture specks the
+    network is unsure of pull it down even when the cut removes them).
     """
     th = profile_thresholds(thresholds, name)
-    cands = decode_profile([(get_maps(f), f) for f in factors], th)
+    raw = decode_profile([(get_maps(f), f) for f in factors], {**th, "min_score": 0.0})
+    every = np.concatenate([np.asarray(sc, float) for _, sc, _ in raw]) if raw else np.zeros(0)
+    certainty = float(every.mean()) if every.size else float("nan")
+    cands = [_above(lab, sc, f, th["min_score"]) for lab, sc, f in raw]
     seg = merge_instances(cands, shape)
     used, why = list(factors), None
     if upscale and name == "standard":
@@ -152,7 +159,18 @@ def run_profile(get_maps, name: str, factors, thresholds: dict, shape: tuple[int
             cands += decode_profile([(get_maps(UPSCALE_FACTOR), UPSCALE_FACTOR)], th)
             seg = merge_instances(cands, shape)
             used = [UPSCALE_FACTOR, *used]
+    seg.info["certainty"] = certainty
     return seg, used, why
+
+
+def _above(labels: np.ndarray, scores: np.ndarray, factor: float, min_score: float) -> tuple:
+    """A candidate ``(labels, scores, factor)`` without the particles scored under ``min_score``."""
+    keep = np.r_[False, np.asarray(scores) >= min_score]
+    if keep[1:].all():
+        return labels, scores, factor
+    lut = np.zeros(keep.size, np.int32)
+    lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    return lut[labels], np.asarray(scores)[keep[1:]], factor
 
 
 def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
@@ -230,16 +248,16 @@ def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
 
     chosen = "standard" if profile == "auto" else profile
     seg, used, upscale = run(chosen)
-    mean = float(np.mean(seg.scores)) if seg.count else float("nan")
+    mean = float(seg.info.get("certainty", np.nan))
     reason = "chosen by the user"
     if profile == "auto":
         if seg.count >= SWITCH_MIN_COUNT and mean < switch:
             chosen = "textured"
-            reason = (f"standard pass unsure (mean score {mean:.3f} < {switch:.3f} over "
+            reason = (f"standard pass unsure (mean candidate score {mean:.3f} < {switch:.3f}, "
                       f"{seg.count} particles): small particles on a textured support assumed")
             seg, used, upscale = run(chosen)
         elif seg.count:
-            reason = f"standard pass sure enough (mean score {mean:.3f} >= {switch:.3f})"
+            reason = f"standard pass sure enough (mean candidate score {mean:.3f} >= {switch:.3f})"
         else:
             reason = "standard pass found no particles"
     th = profile_thresholds(model.thresholds, chosen)
@@ -249,7 +267,8 @@ def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
                 "marker_thresh": float(th["marker_thresh"]), "min_area": int(th["min_area"]),
                 "min_score": float(th["min_score"]), "grow_thresh": th.get("grow_thresh"),
                 "max_overlap": seg.info["max_overlap"],
-                "fragments_replaced": seg.info.get("fragments_replaced", 0)}
+                "fragments_replaced": seg.info.get("fragments_replaced", 0),
+                "certainty": mean}
     if hm.unit == "nm" and ghosts:
         seg = drop_ghosts(seg, data)
     return seg

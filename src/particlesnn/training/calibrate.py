@@ -186,8 +186,8 @@ def calibrate_profile_switch(model_dir: str | Path, real_root: str | Path | None
                              n_nuclei: int = 40, n_synth: int = 20) -> dict:
     """Pick the model's ``textured_below_mean_score`` (see :mod:`particlesnn.segment.neural`).
 
-    Every image is segmented with both profiles; the standard pass's mean particle score
-    ``m`` is recorded. A threshold ``t`` sends the images with ``m < t`` (and at least
+    Every image is segmented with both profiles; the standard pass's mean candidate score
+    ``m`` (before the ``min_score`` cut, ``info["certainty"]``) is recorded. A threshold ``t`` sends the images with ``m < t`` (and at least
     ``SWITCH_MIN_COUNT`` particles) to the textured profile; the pick maximises the mean over
     the three groups (stem-dev training part, ``n_nuclei`` nuclei-dev training images,
     ``n_synth`` synthetic STM images; never the validation parts or the benchmark seeds) of the
@@ -205,7 +205,7 @@ def calibrate_profile_switch(model_dir: str | Path, real_root: str | Path | None
     for group, hm, truth in _profile_items(root, n_nuclei, n_synth):
         std = segment_model(hm, model=m, profile="standard")
         tex = segment_model(hm, model=m, profile="textured")
-        mean = float(np.mean(std.scores)) if std.count >= SWITCH_MIN_COUNT else 1.0
+        mean = float(std.info["certainty"]) if std.count >= SWITCH_MIN_COUNT else 1.0
         rec.append((group, mean, evaluate_pair(std.labels, truth, coco=False)["centre_f1"],
                     evaluate_pair(tex.labels, truth, coco=False)["centre_f1"]))
     groups = sorted({r[0] for r in rec})
@@ -217,7 +217,7 @@ def calibrate_profile_switch(model_dir: str | Path, real_root: str | Path | None
             best = (score, float(t), per)
     for grp in groups:
         ms = [r[1] for r in rec if r[0] == grp]
-        print(f"{grp}: {len(ms)} images, standard-pass mean score {min(ms):.3f}-{max(ms):.3f}")
+        print(f"{grp}: {len(ms)} images, standard-pass mean candidate score {min(ms):.3f}-{max(ms):.3f}")
     print(f"switch below {best[1]:.3f}: mean centre F1 per group "
           + ", ".join(f"{g} {v:.3f}" for g, v in zip(groups, best[2])))
     th = json.loads((mdir / "thresholds.json").read_text()) if (mdir / "thresholds.json").is_file() else {}
