@@ -31,6 +31,23 @@ def _fake_stem(root):
         (root / "stem-dev" / "labels" / f"{name}.txt").write_text("\n".join(lines) + "\n")
 
 
+def _fake_nuclei(root, n=4):
+    """A nuclei-dev-like label folder of n images of bright discs (every 4th sorted id held out)."""
+    rng = np.random.default_rng(1)
+    (root / "nuclei-dev" / "images").mkdir(parents=True)
+    (root / "nuclei-dev" / "labels").mkdir()
+    yy, xx = np.mgrid[0:96, 0:96]
+    for k in range(n):
+        img = 20 + 5 * rng.standard_normal((96, 96))
+        lab = np.zeros((96, 96), np.uint16)
+        for j, (cy, cx) in enumerate([(24, 24), (24, 70), (70, 30), (68, 72)], start=1):
+            m = (yy - cy) ** 2 + (xx - cx) ** 2 < 10 ** 2
+            img[m] += 150
+            lab[m] = j
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / "nuclei-dev" / "images" / f"n{k}.png")
+        Image.fromarray(lab).save(root / "nuclei-dev" / "labels" / f"n{k}.png")
+
+
 def test_calibrate_decoding_writes_thresholds_per_profile(tmp_path, monkeypatch):
     import particlesnn.training.calibrate as cal
 
@@ -52,3 +69,22 @@ def test_calibrate_decoding_writes_thresholds_per_profile(tmp_path, monkeypatch)
     assert (tex["prob_thresh"], tex["marker_thresh"], tex["min_score"]) in grid
     assert "2 images" in tex["calibrated_on"]  # the training part only: Pd1 is held out
     assert 0.0 <= tex["cal_centre_f1"] <= 1.0
+    assert "standard-height" not in saved  # no light-microscope group to separate from
+
+
+def test_height_maps_get_their_own_thresholds_when_nuclei_join(tmp_path, monkeypatch):
+    import particlesnn.training.calibrate as cal
+
+    mdir = tmp_path / "model"
+    shutil.copytree(WEIGHTS_DIR / "default", mdir)
+    _fake_nuclei(tmp_path / "real")
+    grid = [(0.5, 0.5, 0.0), (0.7, 0.7, 0.9)]
+    monkeypatch.setattr(cal, "GRID", grid)
+    monkeypatch.setattr(cal, "GROW", ())
+    monkeypatch.setattr(cal, "PRESETS", ["stm-sparse"])
+    saved = cal.calibrate_decoding(mdir, tmp_path / "real", n_per_preset=1, size=96, n_nuclei=3)
+    assert set(saved["cal_per_group"]) == {"synthetic", "nuclei-dev"}
+    h = saved["standard-height"]
+    assert (h["prob_thresh"], h["marker_thresh"], h["min_score"]) in grid
+    assert set(h["cal_per_group"]) == {"synthetic"}
+    assert "textured" not in saved  # no stem-dev under this root

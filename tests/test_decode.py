@@ -102,7 +102,7 @@ def test_auto_profile_switches_when_the_standard_pass_is_unsure(monkeypatch):
     lab = _discs((96, 96), [(20, 20, 5), (60, 30, 5), (40, 70, 5)])
     calls = []
 
-    def fake_run(get_maps, name, factors, thresholds, shape, upscale=True):
+    def fake_run(get_maps, name, factors, thresholds, shape, upscale=True, height=False):
         calls.append(name)
         score = 0.80 if name == "standard" else 0.95
         seg = neural.merge_instances([(lab, np.full(3, score), 1.0)], shape)
@@ -157,11 +157,13 @@ def test_profile_thresholds_override_the_top_level_ones():
     from particlesnn.segment.neural import profile_thresholds
 
     th = {"prob_thresh": 0.6, "marker_thresh": 0.5, "min_area": 4, "min_score": 0.8,
-          "textured": {"prob_thresh": 0.5, "min_score": 0.7}}
+          "textured": {"prob_thresh": 0.5, "min_score": 0.7}, "standard-height": {"min_score": 0.6}}
     assert profile_thresholds(th, "standard") == {"prob_thresh": 0.6, "marker_thresh": 0.5,
                                                   "min_area": 4, "min_score": 0.8}
     assert profile_thresholds(th, "textured") == {"prob_thresh": 0.5, "marker_thresh": 0.5,
                                                   "min_area": 4, "min_score": 0.7}
+    assert profile_thresholds(th, "standard", height=True)["min_score"] == 0.6
+    assert profile_thresholds(th, "textured", height=True)["min_score"] == 0.7
 
 
 def test_grow_threshold_widens_outlines_without_new_particles():

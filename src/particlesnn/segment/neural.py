@@ -102,11 +102,15 @@ def profile_maps(model, data: np.ndarray, factors, sigma: float, tile: int = 102
     return [(copy_maps(model, data, f, sigma, tile), f) for f in factors]
 
 
-def profile_thresholds(thresholds: dict, name: str) -> dict:
+def profile_thresholds(thresholds: dict, name: str, height: bool = False) -> dict:
     """The decoding thresholds of profile ``name``: the model's top-level values, overridden by
-    its ``thresholds[name]`` entry when the model has one (calibrated per profile)."""
+    its ``thresholds[name]`` entry when the model has one (calibrated per profile), and for a
+    height map (``height``) by ``thresholds[name + "-height"]`` (calibrated on STM height maps;
+    the top-level values are a compromise with light-microscope images)."""
     out = {k: v for k, v in thresholds.items() if not isinstance(v, dict)}
     out.update(thresholds.get(name) or {})
+    if height:
+        out.update(thresholds.get(f"{name}-height") or {})
     return out
 
 
@@ -136,9 +140,10 @@ def _small_particles(seg: Segmentation, shape: tuple[int, int]) -> str | None:
 
 
 def run_profile(get_maps, name: str, factors, thresholds: dict, shape: tuple[int, int],
-                upscale: bool = True) -> tuple[Segmentation, list, str | None]:
+                upscale: bool = True, height: bool = False) -> tuple[Segmentation, list, str | None]:
     """One profile's pass: decode the maps of each factor (``get_maps(factor)``, see
-    :func:`copy_maps`) with the profile's thresholds, merge; for "standard" with ``upscale``,
+    :func:`copy_maps`) with the profile's thresholds (:func:`profile_thresholds`; ``height``
+    for height maps), merge; for "standard" with ``upscale``,
     add the enlarged copy when the particles are small (:data:`UPSCALE_BELOW_PX`).
 
     Returns (segmentation, factors used, why the enlarged copy was added or None). The
@@ -146,7 +151,7 @@ def run_profile(get_maps, name: str, factors, thresholds: dict, shape: tuple[int
     factors *before* the ``min_score`` cut (what the profile switch reads: texture specks the
     network is unsure of pull it down even when the cut removes them).
     """
-    th = profile_thresholds(thresholds, name)
+    th = profile_thresholds(thresholds, name, height)
     raw = decode_profile([(get_maps(f), f) for f in factors], {**th, "min_score": 0.0})
     every = np.concatenate([np.asarray(sc, float) for _, sc, _ in raw]) if raw else np.zeros(0)
     certainty = float(every.mean()) if every.size else float("nan")
@@ -240,11 +245,12 @@ def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
         return [f for f in PROFILES[name]["scales"] if f == 1.0 or min(rows, cols) * f >= MIN_WORK_SIDE]
 
     switch = float(model.thresholds.get("textured_below_mean_score", SWITCH_MEAN_SCORE))
+    height = hm.unit == "nm"
 
     def run(name: str):
         sigma = PROFILES[name]["background_sigma"]
         return run_profile(lambda f: copy_maps(model, data, f, sigma, tile), name, factors(name),
-                           model.thresholds, data.shape, upscale=d_px is None)
+                           model.thresholds, data.shape, upscale=d_px is None, height=height)
 
     chosen = "standard" if profile == "auto" else profile
     seg, used, upscale = run(chosen)
@@ -260,7 +266,7 @@ def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
             reason = f"standard pass sure enough (mean candidate score {mean:.3f} >= {switch:.3f})"
         else:
             reason = "standard pass found no particles"
-    th = profile_thresholds(model.thresholds, chosen)
+    th = profile_thresholds(model.thresholds, chosen, height)
     seg.info = {**base, "profile": chosen, "profile_reason": reason, "scales": used,
                 "upscaled_because": upscale,
                 "diameter_px": d_px, "prob_thresh": float(th["prob_thresh"]),
