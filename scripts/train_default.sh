@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Reproduces the shipped detector src/particlesnn/model/weights/default/ (about 45 min on 2 CPU
+# Reproduces the shipped detector src/particlesnn/model/weights/default/ (about 55 min on 2 CPU
 # cores: 40 min of optimisation while 3000 synthetic images are generated in the background,
-# ~1 min loading, ~1 min validation calibration and export, ~1 min synthetic threshold
-# calibration (particlesnn.training.calibrate)).
+# ~1 min loading, ~1 min validation and export, ~10 min calibration of the decoding thresholds
+# per profile and of the profile switch (particlesnn.training.calibrate)).
 # Data: particlesnn.synth presets + the built-in generator, plus the training parts of
 # ../shared/real/nuclei-dev (every 4th sorted id is held out for validation) and
 # ../shared/real/stem-dev (Cu*, Ru*; boxes as weak ellipse labels; Pd* held out) when present.
@@ -21,7 +21,8 @@ for SET in nuclei-dev stem-dev; do
 done
 PYTHONPATH=src "$PY" -W ignore -m particlesnn train "${DATA[@]}" --out "$RUN" \
   --minutes 40 --n-synth 3000 --batch 8 --crop 160 --width 8 --lr 3e-3 --threads 2 --seed 0
-# decoding thresholds (prob, marker, min_score) on held-out synthetic STM images (~1 min)
+# decoding thresholds per profile, then the profile switch (training parts of ../shared/real
+# and synthetic images; ~10 min)
 PYTHONPATH=src "$PY" -W ignore -m particlesnn.training.calibrate "$RUN"
 DEST=src/particlesnn/model/weights/default
 mkdir -p "$DEST"
