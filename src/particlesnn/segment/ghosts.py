@@ -8,7 +8,8 @@ The test here needs no model of the tip: among pairs of nearby particles, take t
 the higher one to the lower one (highest point of each). Random neighbours give vectors spread in all directions; a
 double tip gives many pairs sharing one vector, always pointing from the higher to the lower
 particle (a regular array of equal particles gives a shared vector too, but in both directions
-equally often, and is left alone). The lower member of each such pair is a ghost.
+equally often, and is left alone; on a height gradient it gives one direction, but in chains:
+a ghost has no ghost of its own). The lower member of each such pair is a ghost.
 """
 from __future__ import annotations
 
@@ -19,14 +20,15 @@ from scipy.spatial import cKDTree
 from particlesnn.segment import Segmentation
 
 #: Defaults of :func:`find_ghosts`.
-MIN_PAIRS = 5
+MIN_PAIRS = 10
 MIN_FRACTION = 0.15
 MIN_ASYMMETRY = 4.0
+MAX_CHAINS = 0.1
 
 
 def find_ghosts(labels: np.ndarray, data: np.ndarray, *, min_pairs: int = MIN_PAIRS,
                 min_fraction: float = MIN_FRACTION, min_asymmetry: float = MIN_ASYMMETRY,
-                max_offset_d: float = 3.0) -> dict | None:
+                max_chains: float = MAX_CHAINS, max_offset_d: float = 3.0) -> dict | None:
     """Look for double-tip ghosts among the particles of a label image.
 
     Parameters
@@ -37,6 +39,9 @@ def find_ghosts(labels: np.ndarray, data: np.ndarray, *, min_pairs: int = MIN_PA
         and ``min_fraction`` of the particles.
     min_asymmetry : the shared offset must point from the higher to the lower particle at
         least this many times more often than the other way round.
+    max_chains : a ghost has no ghost of its own: at most this fraction of the pairs may share a
+        particle that is the lower member of one pair and the higher of another. A row of
+        particles on a slight height gradient (a grating on a residual tilt) makes such chains.
     max_offset_d : pairs are sought up to this many median particle diameters apart.
 
     Returns
@@ -82,6 +87,9 @@ def find_ghosts(labels: np.ndarray, data: np.ndarray, *, min_pairs: int = MIN_PA
     n_pairs = len(members)
     if (n_pairs < need or n_pairs < min_asymmetry * max(reverse, 1)
             or np.hypot(*mode) < 1.0):
+        return None
+    chained = np.intersect1d(hi[members], lo[members])
+    if chained.size > max_chains * n_pairs:
         return None
     ghosts = np.unique(ids[lo[members]])
     # a particle that is the higher member of a shared pair is a particle, not a ghost
