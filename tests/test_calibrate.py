@@ -48,43 +48,43 @@ def _fake_nuclei(root, n=4):
         Image.fromarray(lab).save(root / "nuclei-dev" / "labels" / f"n{k}.png")
 
 
-def test_calibrate_decoding_writes_thresholds_per_profile(tmp_path, monkeypatch):
+GRID = [(0.5, 0.5, 0.0), (0.7, 0.7, 0.9)]
+
+
+def _calibrate(tmp_path, monkeypatch, make_real, grow, **kwargs) -> dict:
+    """calibrate_decoding of a copy of the shipped model on a tiny grid, one synthetic preset and
+    the fake real sets ``make_real`` writes; returns the thresholds as saved."""
     import particlesnn.training.calibrate as cal
 
     mdir = tmp_path / "model"
     shutil.copytree(WEIGHTS_DIR / "default", mdir)
-    _fake_stem(tmp_path / "real")
-    grid = [(0.5, 0.5, 0.0), (0.7, 0.7, 0.9)]
-    monkeypatch.setattr(cal, "GRID", grid)
+    make_real(tmp_path / "real")
+    monkeypatch.setattr(cal, "GRID", GRID)
     monkeypatch.setattr(cal, "PRESETS", ["stm-sparse"])
-    monkeypatch.setattr(cal, "GROW", (0.4,))
-    th = cal.calibrate_decoding(mdir, tmp_path / "real", n_per_preset=1, size=96)
+    monkeypatch.setattr(cal, "GROW", grow)
+    th = cal.calibrate_decoding(mdir, tmp_path / "real", n_per_preset=1, size=96, **kwargs)
     saved = json.loads((mdir / "thresholds.json").read_text())
     assert saved == json.loads(json.dumps(th))
-    assert (saved["prob_thresh"], saved["marker_thresh"], saved["min_score"]) in grid
+    return saved
+
+
+def test_calibrate_decoding_writes_thresholds_per_profile(tmp_path, monkeypatch):
+    saved = _calibrate(tmp_path, monkeypatch, _fake_stem, (0.4,))
+    assert (saved["prob_thresh"], saved["marker_thresh"], saved["min_score"]) in GRID
     assert saved.get("grow_thresh", 0.4) == 0.4
     assert set(saved["cal_per_group"]) == {"synthetic"}  # no nuclei-dev under this root
     assert len(saved["cal_per_group"]["synthetic"]) == 3  # centre F1, IoU F1, size accuracy
     tex = saved["textured"]
-    assert (tex["prob_thresh"], tex["marker_thresh"], tex["min_score"]) in grid
+    assert (tex["prob_thresh"], tex["marker_thresh"], tex["min_score"]) in GRID
     assert "2 images" in tex["calibrated_on"]  # the training part only: Pd1 is held out
     assert 0.0 <= tex["cal_centre_f1"] <= 1.0
     assert "standard-height" not in saved  # no light-microscope group to separate from
 
 
 def test_height_maps_get_their_own_thresholds_when_nuclei_join(tmp_path, monkeypatch):
-    import particlesnn.training.calibrate as cal
-
-    mdir = tmp_path / "model"
-    shutil.copytree(WEIGHTS_DIR / "default", mdir)
-    _fake_nuclei(tmp_path / "real")
-    grid = [(0.5, 0.5, 0.0), (0.7, 0.7, 0.9)]
-    monkeypatch.setattr(cal, "GRID", grid)
-    monkeypatch.setattr(cal, "GROW", ())
-    monkeypatch.setattr(cal, "PRESETS", ["stm-sparse"])
-    saved = cal.calibrate_decoding(mdir, tmp_path / "real", n_per_preset=1, size=96, n_nuclei=3)
+    saved = _calibrate(tmp_path, monkeypatch, _fake_nuclei, (), n_nuclei=3)
     assert set(saved["cal_per_group"]) == {"synthetic", "nuclei-dev"}
     h = saved["standard-height"]
-    assert (h["prob_thresh"], h["marker_thresh"], h["min_score"]) in grid
+    assert (h["prob_thresh"], h["marker_thresh"], h["min_score"]) in GRID
     assert set(h["cal_per_group"]) == {"synthetic"}
     assert "textured" not in saved  # no stem-dev under this root
