@@ -275,6 +275,6 @@ def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
                 "max_overlap": seg.info["max_overlap"],
                 "fragments_replaced": seg.info.get("fragments_replaced", 0),
                 "certainty": mean}
-    if hm.unit == "nm" and ghosts:
+    if height and ghosts:
         seg = drop_ghosts(seg, data)
     return seg
