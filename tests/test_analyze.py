@@ -265,3 +265,22 @@ def test_model_option_picks_a_model_folder(synthetic_folder, tmp_path):
                 str(tmp_path / "nope")])
     assert res.exit_code == 2 and "no such model folder" in res.output
     assert len(res.output.strip().splitlines()) == 1
+
+
+def test_double_tip_scan_is_flagged_in_the_tables(tmp_path):
+    from particlesnn.synth import generate
+    from particlesnn.synth.presets import draw
+
+    p = draw("stm-sparse", np.random.default_rng(5), size=384)
+    p.particles.coverage = 0.04
+    p.tip.double_offset_nm, p.tip.double_dz_nm = (12 * p.pixel_size_nm, 0.0), 0.3
+    si = generate(p, 7)
+    io.write(si.height, tmp_path / "tip.gsf")
+    out = tmp_path / "out"
+    res = _run(["analyze", str(tmp_path / "tip.gsf"), "--out", str(out), "--no-refine"])
+    assert res.exit_code == 0, res.output
+    row = pd.read_csv(out / "summary.csv").iloc[0]
+    assert "double tip" in row["warnings"]
+    n_true = int(si.labels.max())
+    assert abs(int(row["count"]) - n_true) <= max(2, 0.15 * n_true)
+    assert "double tip" in json.loads((out / "tip.summary.json").read_text())["warnings"][0]
