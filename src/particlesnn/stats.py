@@ -297,8 +297,10 @@ def summarize_set(particles: pd.DataFrame, images: pd.DataFrame | Mapping | None
     unit = length_unit(particles)
     rows = []
     tot_nm, tot_px, have_nm, have_px = 0.0, 0.0, True, True
+    groups = dict(iter(particles.groupby("image", sort=False)))  # one pass, not one per image
+    empty = particles.iloc[0:0]
     for name in all_names:
-        sub = particles[particles["image"] == name]
+        sub = groups.get(name, empty)
         info = imgs.loc[name] if name in imgs.index else pd.Series(dtype=object)
         a_nm = info.get("area_nm2") if "area_nm2" in info else None
         shape = (info["rows"], info["cols"]) if ("rows" in info and "cols" in info) else None
