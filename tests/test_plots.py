@@ -68,6 +68,20 @@ def test_scatter_height_set_group_and_save(tmp_path):
     assert b"<svg" in paths[1].read_bytes()[:500]
 
 
+def test_many_images_get_one_legend_entry(tmp_path):
+    import warnings
+
+    rng = np.random.default_rng(2)
+    many = pd.concat([table(rng.lognormal(1.5, 0.2, 30), image=f"img{k:02d}") for k in range(50)],
+                     ignore_index=True)
+    fig = plots.set_histograms(many)
+    leg = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert leg == ["50 images, one outline each", "all (n = 1500)"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "constrained_layout not applied" with a 50-name legend
+        plots.save(fig, tmp_path / "many")
+
+
 def test_empty_and_bad_inputs():
     fig = plots.diameter_histogram(table([]))
     assert labels(fig)[1] == "Count"

@@ -29,6 +29,10 @@ _NAMES = {"eq_diameter": "Equivalent-circle diameter", "length": "Length",
           "height_mean": "Height (mean)", "area": "Area", "perimeter": "Perimeter"}
 
 
+#: Overlaid histograms with more series than this get one legend entry for all of them.
+MAX_LEGEND = 12
+
+
 def _figure(size=(6.0, 4.2)) -> Figure:
     fig = Figure(figsize=size, dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
@@ -143,11 +147,16 @@ def _overlay(series: Mapping[Any, np.ndarray], label: str, bins: Any, joint: boo
     fig = _figure()
     ax = fig.add_subplot()
     edges = _bins(list(series.values()), bins)
+    named = len(series) <= MAX_LEGEND  # a legend of 50 names hides the plot: one entry then
     for name, v in series.items():
         if v.size == 0:  # nothing to draw (and a density of no values is undefined)
             continue
-        ax.hist(v, bins=edges, histtype="step", lw=1.5, density=density,
-                label=f"{name} (n = {v.size})")
+        ax.hist(v, bins=edges, histtype="step", lw=1.5 if named else 0.8, density=density,
+                label=f"{name} (n = {v.size})" if named else None,
+                color=None if named else "tab:blue", alpha=1.0 if named else 0.4)
+    if not named:
+        ax.plot([], [], color="tab:blue", alpha=0.4, lw=0.8,
+                label=f"{sum(v.size > 0 for v in series.values())} images, one outline each")
     if joint and len(series) > 1:
         allv = np.concatenate(list(series.values()))
         ax.hist(allv, bins=edges, histtype="stepfilled", alpha=0.2, color="black",
