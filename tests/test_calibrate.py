@@ -51,7 +51,7 @@ def _fake_nuclei(root, n=4):
 GRID = [(0.5, 0.5, 0.0), (0.7, 0.7, 0.9)]
 
 
-def _calibrate(tmp_path, monkeypatch, make_real, grow, **kwargs) -> dict:
+def _calibrate(tmp_path, monkeypatch, make_real, **kwargs) -> dict:
     """calibrate_decoding of a copy of the shipped model on a tiny grid, one synthetic preset and
     the fake real sets ``make_real`` writes; returns the thresholds as saved."""
     import particlesnn.training.calibrate as cal
@@ -61,7 +61,6 @@ def _calibrate(tmp_path, monkeypatch, make_real, grow, **kwargs) -> dict:
     make_real(tmp_path / "real")
     monkeypatch.setattr(cal, "GRID", GRID)
     monkeypatch.setattr(cal, "PRESETS", ["stm-sparse"])
-    monkeypatch.setattr(cal, "GROW", grow)
     th = cal.calibrate_decoding(mdir, tmp_path / "real", n_per_preset=1, size=96, **kwargs)
     saved = json.loads((mdir / "thresholds.json").read_text())
     assert saved == json.loads(json.dumps(th))
@@ -69,9 +68,8 @@ def _calibrate(tmp_path, monkeypatch, make_real, grow, **kwargs) -> dict:
 
 
 def test_calibrate_decoding_writes_thresholds_per_profile(tmp_path, monkeypatch):
-    saved = _calibrate(tmp_path, monkeypatch, _fake_stem, (0.4,))
+    saved = _calibrate(tmp_path, monkeypatch, _fake_stem)
     assert (saved["prob_thresh"], saved["marker_thresh"], saved["min_score"]) in GRID
-    assert saved.get("grow_thresh", 0.4) == 0.4
     assert set(saved["cal_per_group"]) == {"synthetic"}  # no nuclei-dev under this root
     assert len(saved["cal_per_group"]["synthetic"]) == 3  # centre F1, IoU F1, size accuracy
     tex = saved["textured"]
@@ -82,7 +80,7 @@ def test_calibrate_decoding_writes_thresholds_per_profile(tmp_path, monkeypatch)
 
 
 def test_height_maps_get_their_own_thresholds_when_nuclei_join(tmp_path, monkeypatch):
-    saved = _calibrate(tmp_path, monkeypatch, _fake_nuclei, (), n_nuclei=3)
+    saved = _calibrate(tmp_path, monkeypatch, _fake_nuclei, n_nuclei=3)
     assert set(saved["cal_per_group"]) == {"synthetic", "nuclei-dev"}
     h = saved["standard-height"]
     assert (h["prob_thresh"], h["marker_thresh"], h["min_score"]) in GRID

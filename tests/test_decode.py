@@ -165,20 +165,3 @@ def test_profile_thresholds_override_the_top_level_ones():
     assert profile_thresholds(th, "standard", height=True)["min_score"] == 0.6
     assert profile_thresholds(th, "textured", height=True)["min_score"] == 0.7
 
-
-def test_grow_threshold_widens_outlines_without_new_particles():
-    lab = _discs((64, 64), [(20, 20, 8), (44, 44, 8)])
-    maps = _ideal_maps(lab)
-    yy, xx = np.mgrid[0:64, 0:64]
-    # a soft rim of probability 0.45 two px wide around the first disc, and a lone faint spot
-    rim = ((yy - 20) ** 2 + (xx - 20) ** 2 < 10 ** 2) & (lab == 0)
-    maps["prob"][rim] = 0.45
-    maps["prob"][56:60, 4:8] = 0.45
-    plain = decode(maps, prob_thresh=0.5, marker_thresh=0.6)
-    grown = decode(maps, prob_thresh=0.5, marker_thresh=0.6, grow_thresh=0.4)
-    assert plain.count == grown.count == 2  # the faint spot does not become a particle
-    a_plain = (plain.labels == plain.labels[20, 20]).sum()
-    a_grown = (grown.labels == grown.labels[20, 20]).sum()
-    assert a_grown == a_plain + rim.sum()
-    assert (grown.labels[lab == 2] == grown.labels[44, 44]).all()
-    assert grown.scores.tolist() == pytest.approx(plain.scores.tolist())  # scored on the core

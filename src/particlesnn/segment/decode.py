@@ -25,8 +25,7 @@ DEFAULTS = {"prob_thresh": 0.5, "marker_thresh": 0.6, "min_area": 4, "min_score"
 
 
 def decode(maps: dict, prob_thresh: float = 0.5, marker_thresh: float = 0.6,
-           min_area: int = 4, min_score: float = 0.0,
-           grow_thresh: float | None = None) -> Segmentation:
+           min_area: int = 4, min_score: float = 0.0) -> Segmentation:
     """Instances from the detector's maps.
 
     Parameters
@@ -37,11 +36,7 @@ def decode(maps: dict, prob_thresh: float = 0.5, marker_thresh: float = 0.6,
     marker_thresh : seed threshold on ``dist`` (higher -> fewer splits; 0.6 beat 0.45 in the
         first experiment).
     min_area : particles smaller than this many px are dropped.
-    min_score : particles whose score (mean ``prob`` over the particle's pixels above
-        ``prob_thresh``) is below are dropped.
-    grow_thresh : when lower than ``prob_thresh``, the particles found with ``prob_thresh``
-        grow into the pixels above ``grow_thresh`` connected to them (hysteresis: the outline
-        follows a lower probability, no new particle appears). None = no growth.
+    min_score : particles whose score (mean ``prob`` over the particle) is below are dropped.
 
     Returns
     -------
@@ -70,31 +65,21 @@ def decode(maps: dict, prob_thresh: float = 0.5, marker_thresh: float = 0.6,
         if lone.any():
             extra, ne = ndi.label(lone)
             markers[extra > 0] = extra[extra > 0] + nm
-    core = None
-    if grow_thresh is not None and grow_thresh < prob_thresh:
-        info["grow_thresh"] = float(grow_thresh)
-        wide, nw = ndi.label(prob > grow_thresh)
-        keep = np.zeros(nw + 1, bool)
-        keep[np.unique(wide[fg])] = True
-        keep[0] = False
-        core, fg = fg, keep[wide]
     labels = watershed(-dist, markers, mask=fg)
-    return _finish(labels, prob, min_area, min_score, info, core=core)
+    return _finish(labels, prob, min_area, min_score, info)
 
 
 def _finish(labels: np.ndarray, prob: np.ndarray, min_area: int, min_score: float,
-            info: dict, core: np.ndarray | None = None) -> Segmentation:
-    """Drop small / low-score particles, renumber 1..n, score = mean prob (over the ``core``
-    pixels of each particle when given)."""
+            info: dict) -> Segmentation:
+    """Drop small / low-score particles, renumber 1..n, score = mean prob."""
     labels = labels.astype(np.int32, copy=False)
     n = int(labels.max())
     if n == 0:
         return Segmentation(labels, np.zeros(0, np.float32), info)
     flat = labels.ravel()
     area = np.bincount(flat, minlength=n + 1)
-    sflat = flat if core is None else np.where(core.ravel(), flat, 0)
-    psum = np.bincount(sflat, weights=prob.ravel(), minlength=n + 1)
-    score = psum / np.maximum(area if core is None else np.bincount(sflat, minlength=n + 1), 1)
+    psum = np.bincount(flat, weights=prob.ravel(), minlength=n + 1)
+    score = psum / np.maximum(area, 1)
     keep = (area >= min_area) & (score >= min_score)
     keep[0] = False
     lut = np.zeros(n + 1, np.int32)

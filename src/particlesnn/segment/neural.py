@@ -117,13 +117,13 @@ def profile_thresholds(thresholds: dict, name: str, height: bool = False) -> dic
 def decode_profile(maps_list: list, thresholds: dict) -> list:
     """Decode each ``(maps, factor)`` of :func:`profile_maps` with the decoding
     ``thresholds`` (``prob_thresh``, ``marker_thresh``, ``min_area`` px of the copy,
-    ``min_score``, optional ``grow_thresh``); returns the candidates of :func:`~particlesnn.segment.decode.merge_instances`."""
+    ``min_score``); returns the candidates of :func:`~particlesnn.segment.decode.merge_instances`."""
     out = []
     for maps, f in maps_list:
         seg = decode(maps, prob_thresh=thresholds["prob_thresh"],
                      marker_thresh=thresholds["marker_thresh"],
                      min_area=int(thresholds["min_area"]) * (max(1, round(f * f)) if f > 1 else 1),
-                     min_score=thresholds["min_score"], grow_thresh=thresholds.get("grow_thresh"))
+                     min_score=thresholds["min_score"])
         out.append((seg.labels, seg.scores, f))
     return out
 
@@ -271,8 +271,7 @@ def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
                 "upscaled_because": upscale,
                 "diameter_px": d_px, "prob_thresh": float(th["prob_thresh"]),
                 "marker_thresh": float(th["marker_thresh"]), "min_area": int(th["min_area"]),
-                "min_score": float(th["min_score"]), "grow_thresh": th.get("grow_thresh"),
-                "max_overlap": seg.info["max_overlap"],
+                "min_score": float(th["min_score"]), "max_overlap": seg.info["max_overlap"],
                 "fragments_replaced": seg.info.get("fragments_replaced", 0),
                 "certainty": mean}
     if height and ghosts:
