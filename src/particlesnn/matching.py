@@ -34,16 +34,24 @@ def label_areas(labels: np.ndarray) -> np.ndarray:
     return np.bincount(labels.ravel(), minlength=n + 1)[1:].astype(np.int64)
 
 
-def label_centroids(labels: np.ndarray) -> np.ndarray:
-    """Centre of mass (row, col) in px of each label 1..n, shape (n, 2); NaN for empty labels."""
+def label_centroids(labels: np.ndarray, band: int = 512) -> np.ndarray:
+    """Centre of mass (row, col) in px of each label 1..n, shape (n, 2); NaN for empty labels.
+
+    Summed ``band`` rows at a time, so no full-image index arrays are made (large images).
+    """
     n = _n_labels(labels)
-    flat = labels.ravel()
-    rows, cols = np.indices(labels.shape)
-    cnt = np.bincount(flat, minlength=n + 1).astype(np.float64)
+    rows, cols = labels.shape if labels.ndim == 2 else (0, 0)
+    sums = np.zeros((n + 1, 2))
+    cnt = np.zeros(n + 1)
+    cc = np.arange(cols, dtype=np.float64)
+    for r0 in range(0, rows, band):
+        flat = labels[r0:r0 + band].ravel()
+        h = flat.size // max(cols, 1)
+        cnt += np.bincount(flat, minlength=n + 1)
+        sums[:, 0] += np.bincount(flat, np.repeat(np.arange(r0, r0 + h, dtype=np.float64), cols), n + 1)
+        sums[:, 1] += np.bincount(flat, np.tile(cc, h), n + 1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        cr = np.bincount(flat, weights=rows.ravel(), minlength=n + 1) / cnt
-        cc = np.bincount(flat, weights=cols.ravel(), minlength=n + 1) / cnt
-    return np.stack([cr[1:], cc[1:]], axis=1)
+        return sums[1:] / cnt[1:, None]
 
 
 def label_boxes(labels: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
+from particlesnn.matching import label_areas, label_centroids
 from particlesnn.segment import Segmentation
 
 #: Defaults of :func:`find_ghosts`.
@@ -54,15 +55,12 @@ def find_ghosts(labels: np.ndarray, data: np.ndarray, *, min_pairs: int = MIN_PA
     n = int(labels.max()) if labels.size else 0
     if n < 2 * min_pairs:
         return None
-    flat = labels.ravel()
-    area = np.bincount(flat, minlength=n + 1).astype(float)
-    present = area > 0
-    present[0] = False
-    ids = np.flatnonzero(present)
+    area = label_areas(labels).astype(float)
+    ids = np.flatnonzero(area > 0) + 1
     if ids.size < 2 * min_pairs:
         return None
-    a = area[ids]
-    cen = _centroids(labels, n)[ids] / a[:, None]
+    a = area[ids - 1]
+    cen = label_centroids(labels)[ids - 1]
     d = 2.0 * np.sqrt(a / np.pi)
     radius = max(6.0, max_offset_d * float(np.median(d)))
     pairs = cKDTree(cen).query_pairs(radius, output_type="ndarray")
@@ -96,21 +94,6 @@ def find_ghosts(labels: np.ndarray, data: np.ndarray, *, min_pairs: int = MIN_PA
     ghosts = np.setdiff1d(ghosts, ids[hi[members]])
     return {"offset_px": [float(mode[0]), float(mode[1])], "pairs": int(n_pairs),
             "reverse": int(reverse), "ghosts": ghosts.astype(int)}
-
-
-def _centroids(labels: np.ndarray, n: int, band: int = 512) -> np.ndarray:
-    """(n + 1, 2) sums of the row and column index of each label's pixels (band by band: no
-    full-image index arrays)."""
-    rows, cols = labels.shape
-    out = np.zeros((n + 1, 2))
-    cc = np.arange(cols, dtype=np.float64)
-    for r0 in range(0, rows, band):
-        lab = labels[r0:r0 + band]
-        h = lab.shape[0]
-        flat = lab.ravel()
-        out[:, 0] += np.bincount(flat, np.repeat(np.arange(r0, r0 + h, dtype=np.float64), cols), n + 1)
-        out[:, 1] += np.bincount(flat, np.tile(cc, h), n + 1)
-    return out
 
 
 def _best_support(vec: np.ndarray, tol: float, top: int = 8):
