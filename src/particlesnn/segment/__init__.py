@@ -40,6 +40,16 @@ class Segmentation:
         return int(self.scores.shape[0])
 
 
+def keep_labels(labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``labels`` (0 = background, k = particle k) with only the particles k where ``keep[k]``
+    (bool, one entry per label value; ``keep[0]`` is ignored), renumbered 1..m in order (int32)."""
+    keep = np.array(keep, bool)
+    keep[0] = False
+    lut = np.zeros(keep.size, np.int32)
+    lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    return lut[labels]
+
+
 def segment(hm, method: str = "model", *, diameter: float | None = None, **kwargs) -> Segmentation:
     """Segment a levelled, oriented height map (particles bright) into particles.
 

@@ -19,7 +19,7 @@ from skimage import filters, segmentation as sksegmentation
 
 from particlesnn.errors import InputError
 from particlesnn.heightmap import HeightMap
-from particlesnn.segment import Segmentation
+from particlesnn.segment import Segmentation, keep_labels
 
 THRESHOLD_METHODS = ("otsu", "li", "triangle", "yen", "mean")
 
@@ -86,11 +86,7 @@ def _relabel_min_area(labels: np.ndarray, min_area_px: int) -> np.ndarray:
     if n == 0:
         return np.zeros(labels.shape, dtype=np.int32)
     areas = np.bincount(labels.ravel(), minlength=n + 1)
-    keep = areas >= max(int(min_area_px), 1)
-    keep[0] = False
-    lut = np.zeros(n + 1, dtype=np.int32)
-    lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    return lut[labels]
+    return keep_labels(labels, areas >= max(int(min_area_px), 1))
 
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
-from particlesnn.segment import Segmentation
+from particlesnn.segment import Segmentation, keep_labels
 
 #: Default decoding thresholds (the shipped model's ``thresholds.json`` overrides them).
 DEFAULTS = {"prob_thresh": 0.5, "marker_thresh": 0.6, "min_area": 4, "min_score": 0.0}
@@ -82,9 +82,7 @@ def _finish(labels: np.ndarray, prob: np.ndarray, min_area: int, min_score: floa
     score = psum / np.maximum(area, 1)
     keep = (area >= min_area) & (score >= min_score)
     keep[0] = False
-    lut = np.zeros(n + 1, np.int32)
-    lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    return Segmentation(lut[labels], score[keep].astype(np.float32), info)
+    return Segmentation(keep_labels(labels, keep), score[keep].astype(np.float32), info)
 
 
 def relabel_with_scores(labels: np.ndarray, prob: np.ndarray, min_area: int = 1,
@@ -185,11 +183,8 @@ def merge_instances(candidates, shape: tuple[int, int], max_overlap: float = 0.3
     scores = np.asarray(kept, np.float32)
     if dropped:
         keep = np.ones(len(kept) + 1, bool)
-        keep[0] = False
         keep[list(dropped)] = False
-        lut = np.zeros(len(kept) + 1, np.int32)
-        lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-        out = lut[out]
+        out = keep_labels(out, keep)
         scores = scores[keep[1:]]
     return Segmentation(out, scores, {"max_overlap": float(max_overlap),
                                       "fragments_replaced": len(dropped)})

@@ -18,7 +18,7 @@ from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
 from particlesnn.matching import label_areas, label_centroids
-from particlesnn.segment import Segmentation
+from particlesnn.segment import Segmentation, keep_labels
 
 #: Defaults of :func:`find_ghosts`.
 MIN_PAIRS = 10
@@ -130,12 +130,8 @@ def drop_ghosts(seg: Segmentation, data: np.ndarray, **kwargs) -> Segmentation:
     found = find_ghosts(seg.labels, data, **kwargs)
     if found is None or not len(found["ghosts"]):
         return seg
-    n = seg.count
-    keep = np.ones(n + 1, bool)
-    keep[0] = False
+    keep = np.ones(seg.count + 1, bool)
     keep[found["ghosts"]] = False
-    lut = np.zeros(n + 1, np.int32)
-    lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
     dy, dx = found["offset_px"]
     info = dict(seg.info)
     info["double_tip"] = {"offset_px": [round(dy, 2), round(dx, 2)], "pairs": found["pairs"],
@@ -143,4 +139,4 @@ def drop_ghosts(seg: Segmentation, data: np.ndarray, **kwargs) -> Segmentation:
     info["warnings"] = list(info.get("warnings", [])) + [
         f"double tip: {len(found['ghosts'])} ghost copies shifted by ({dy:.1f}, {dx:.1f}) px "
         "(rows, cols) were dropped; rescan with a clean tip if you can"]
-    return Segmentation(lut[seg.labels], np.asarray(seg.scores)[keep[1:]], info)
+    return Segmentation(keep_labels(seg.labels, keep), np.asarray(seg.scores)[keep[1:]], info)

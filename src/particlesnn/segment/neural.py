@@ -26,7 +26,7 @@ import numpy as np
 
 from particlesnn.errors import InputError
 from particlesnn.heightmap import HeightMap
-from particlesnn.segment import Segmentation
+from particlesnn.segment import Segmentation, keep_labels
 from particlesnn.segment.decode import decode, merge_instances
 from particlesnn.segment.ghosts import drop_ghosts
 
@@ -173,9 +173,7 @@ def _above(labels: np.ndarray, scores: np.ndarray, factor: float, min_score: flo
     keep = np.r_[False, np.asarray(scores) >= min_score]
     if keep[1:].all():
         return labels, scores, factor
-    lut = np.zeros(keep.size, np.int32)
-    lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    return lut[labels], np.asarray(scores)[keep[1:]], factor
+    return keep_labels(labels, keep), np.asarray(scores)[keep[1:]], factor
 
 
 def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
