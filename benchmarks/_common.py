@@ -123,6 +123,7 @@ def overlay_png(path: Path, image: np.ndarray, pred_labels: np.ndarray, truth, m
     Returns the file size in bytes. The image is downscaled so its longer side is ``max_side``.
     """
     from PIL import Image, ImageDraw
+    from scipy import ndimage
     from skimage.segmentation import find_boundaries
 
     from particlesnn.evaluate import Boxes
@@ -131,13 +132,18 @@ def overlay_png(path: Path, image: np.ndarray, pred_labels: np.ndarray, truth, m
     lo, hi = np.nanpercentile(img, [0.5, 99.5])
     g = np.clip((img - lo) / max(hi - lo, 1e-12), 0, 1)
     rgb = np.repeat((g * 255).astype(np.uint8)[..., None], 3, axis=2)
+    scale = min(1.0, max_side / max(rgb.shape[:2]))
+    # outlines as thick as one pixel of the downscaled picture, or they vanish in it
+    width = max(1, int(np.ceil(1.0 / scale)))
+
+    def outline(lab):
+        b = find_boundaries(lab, mode="inner")
+        return ndimage.binary_dilation(b, iterations=width - 1) if width > 1 else b
+
     if not isinstance(truth, Boxes):
-        tb = find_boundaries(truth, mode="inner")
-        rgb[tb] = (0, 220, 0)
-    pb = find_boundaries(pred_labels, mode="inner")
-    rgb[pb] = (255, 40, 40)
+        rgb[outline(truth)] = (0, 220, 0)
+    rgb[outline(pred_labels)] = (255, 40, 40)
     im = Image.fromarray(rgb)
-    scale = min(1.0, max_side / max(im.size))
     if scale < 1.0:
         im = im.resize((max(1, int(im.size[0] * scale)), max(1, int(im.size[1] * scale))), Image.LANCZOS)
     draw = ImageDraw.Draw(im)
