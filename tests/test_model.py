@@ -131,3 +131,15 @@ def test_detect_command(tmp_path):
     res = CliRunner().invoke(app, ["detect", str(f), "--out", str(tmp_path / "o3"),
                                    "--profile", "bogus"])
     assert res.exit_code == 2 and "unknown profile" in res.output
+
+
+def test_pits_are_not_particles(model):
+    # caps up and the same caps as pits: after orientation (particles bright) only the caps count
+    img, truth = _cap_field(size=192, diameter=16.0, spacing=32.0, noise=0.01, seed=4)
+    sign = np.where((np.arange(truth.max() + 1) % 2) == 0, -1.0, 1.0)  # even labels are pits
+    img = img * sign[truth]
+    seg = segment_model(HeightMap(img, pixel_size=None, unit="a.u."), model=model)
+    caps = [k for k in range(1, truth.max() + 1) if k % 2]
+    pits = [k for k in range(1, truth.max() + 1) if k % 2 == 0]
+    assert all(seg.labels[truth == k].any() for k in caps)
+    assert not any((seg.labels[truth == k] > 0).mean() > 0.5 for k in pits)

@@ -15,8 +15,8 @@ such as HAADF-STEM of supported catalysts). ``profile="auto"`` runs the standard
 switches to the textured one when the network is unsure of what it found there (mean particle
 score below the model's ``textured_below_mean_score``, calibrated on the training parts of the
 real sets by :mod:`particlesnn.training.calibrate`). Each profile decodes with its own
-thresholds (:func:`profile_thresholds`). On height maps, double-tip ghosts are dropped
-(:mod:`particlesnn.segment.ghosts`).
+thresholds (:func:`profile_thresholds`). Particles lower than their surroundings (pits) are
+dropped; on height maps, double-tip ghosts too (:mod:`particlesnn.segment.ghosts`).
 """
 from __future__ import annotations
 
@@ -272,6 +272,29 @@ def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
                 "min_score": float(th["min_score"]), "max_overlap": seg.info["max_overlap"],
                 "fragments_replaced": seg.info.get("fragments_replaced", 0),
                 "certainty": mean}
+    seg = _drop_sunken(seg, data)
     if height and ghosts:
         seg = drop_ghosts(seg, data)
     return seg
+
+
+def _drop_sunken(seg: Segmentation, data: np.ndarray, ring: int = 3) -> Segmentation:
+    """``seg`` without the particles whose mean value is below that of the ``ring`` px around
+    them: in a map oriented particles-bright a particle stands above its surroundings, a pit
+    (or the dark gap between bright objects) does not. ``info["sunken_dropped"]`` counts them."""
+    n = seg.count
+    seg.info["sunken_dropped"] = 0
+    if n == 0:
+        return seg
+    lab = seg.labels
+    around = cv2.dilate(lab.astype(np.float32), np.ones((2 * ring + 1,) * 2, np.uint8)).astype(np.int64)
+    around[lab > 0] = 0
+    z = np.asarray(data, np.float64).ravel()
+    n_in, s_in = np.bincount(lab.ravel(), minlength=n + 1), np.bincount(lab.ravel(), z, n + 1)
+    n_ar, s_ar = np.bincount(around.ravel(), minlength=n + 1), np.bincount(around.ravel(), z, n + 1)
+    sunken = (n_ar > 0) & (s_in * np.maximum(n_ar, 1) < s_ar * np.maximum(n_in, 1))
+    sunken[0] = False
+    if not sunken.any():
+        return seg
+    info = {**seg.info, "sunken_dropped": int(sunken.sum())}
+    return Segmentation(keep_labels(lab, ~sunken), np.asarray(seg.scores)[~sunken[1:]], info)
