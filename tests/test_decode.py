@@ -110,7 +110,8 @@ def test_auto_profile_switches_when_the_standard_pass_is_unsure(monkeypatch):
         return seg, list(factors), None
 
     monkeypatch.setattr(neural, "run_profile", fake_run)
-    hm = HeightMap(np.random.default_rng(0).random((96, 96)), pixel_size=None, unit="a.u.")
+    img = 0.1 * np.random.default_rng(0).random((96, 96)) + (lab > 0)  # the discs stand out
+    hm = HeightMap(img, pixel_size=None, unit="a.u.")
     seg = neural.segment_model(hm, model=model)
     assert calls == ["standard", "textured"]
     assert seg.info["profile"] == "textured" and "unsure" in seg.info["profile_reason"]
