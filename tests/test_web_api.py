@@ -484,6 +484,10 @@ def test_models_api_registry_and_refusals(done_image, tmp_path):
     assert r.status_code == 409
     r = client.post(f"/api/models/{mid}/promote?force=true")  # the user's choice
     assert r.status_code == 200 and client.get("/api/models").json()["default"] == mid
+    # the next fine-tuning starts from the model the service now uses, not the shipped one
+    trainer, reg = client.app.state.trainer, client.app.state.registry
+    cmd, base = trainer.command(tmp_path / "ds", tmp_path / "out", 1.0, tmp_path / "p.json")
+    assert base == mid and cmd[cmd.index("--base") + 1] == str(reg.model_dir(mid))
     r = client.post("/api/models/import", files={"file": ("x.zip", b"not a zip")})
     assert r.status_code == 422 and "not a model file" in r.json()["detail"]
     # the upload form offers the models; a job can name one, an unknown one is refused
@@ -493,6 +497,8 @@ def test_models_api_registry_and_refusals(done_image, tmp_path):
     r = upload(client, [("discs.gsf", gsf_bytes(tmp_path))], model=mid)
     assert r.status_code == 201
     assert client.post("/api/models/rollback").json()["default"] == "shipped"
+    cmd, base = client.app.state.trainer.command(tmp_path / "ds", tmp_path / "o", 1.0, tmp_path / "p")
+    assert base == "shipped" and "--base" not in cmd
 
 
 def test_job_runs_with_the_chosen_model(client, tmp_path):

@@ -5,7 +5,8 @@
 1. the corrected images are exported as a data set (:mod:`particlesnn.web.dataset`) into
    ``DATA/models/work/<training id>/dataset``;
 2. a child process (``python -m particlesnn.training.finetune``; torch lives only there)
-   fine-tunes the current shipped weights on it within the budget (minutes of optimisation,
+   fine-tunes the service's current default model (the shipped weights until a fine-tuned
+   model was promoted; improvements accumulate run after run) on it within the budget (minutes of optimisation,
    2 torch threads), writing its progress to a JSON file that this thread copies into the
    ``trainings`` row;
 3. the new model is scored next to the current default (held-out corrected images and the
@@ -31,7 +32,7 @@ from typing import Any
 from sqlalchemy import select
 
 from particlesnn.errors import InputError
-from particlesnn.model.registry import Registry, register_trained
+from particlesnn.model.registry import SHIPPED, Registry, register_trained
 from particlesnn.web.db import DONE, FAILED, QUEUED, RUNNING, TrainingRow, utcnow
 
 log = logging.getLogger("particlesnn.web")
@@ -161,6 +162,16 @@ class Trainer:
                 setattr(row, k, v)
             s.commit()
 
+    def command(self, dataset: Path, out: Path, minutes: float, progress: Path) -> tuple[list[str], str]:
+        """The fine-tuning process's command line and the id of the model it starts from: the
+        registry's current default (the shipped model until a fine-tuned one was promoted)."""
+        base_id = self.registry.default_id()
+        cmd = [sys.executable, "-m", "particlesnn.training.finetune", str(dataset), "--out", str(out),
+               "--minutes", str(minutes), "--threads", str(self.threads), "--progress", str(progress)]
+        if base_id != SHIPPED:
+            cmd += ["--base", str(self.registry.model_dir(base_id))]
+        return cmd, base_id
+
     def _run(self, tid: str, items: list[dict], minutes: float) -> None:
         from particlesnn.web.dataset import write_dataset
 
@@ -172,8 +183,7 @@ class Trainer:
             out = work / "model"
             prog = work / "progress.json"
             logf = work / "train.log"
-            cmd = [sys.executable, "-m", "particlesnn.training.finetune", str(ds), "--out", str(out),
-                   "--minutes", str(minutes), "--threads", str(self.threads), "--progress", str(prog)]
+            cmd, base_id = self.command(ds, out, minutes, prog)
             env = dict(os.environ)
             src = str(Path(__file__).resolve().parents[2])  # the folder holding particlesnn
             env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -205,7 +215,8 @@ class Trainer:
                 raise RuntimeError(f"training process failed (exit {self._proc.returncode}): {tail}")
             self._set(tid, progress=0.92, phase="scoring the new and the current model")
             entry, promoted, reason = register_trained(
-                self.registry, out, [ds], parameters={"minutes": minutes, "threads": self.threads},
+                self.registry, out, [ds], base=base_id,
+                parameters={"minutes": minutes, "threads": self.threads},
                 name=f"fine-tuned {utcnow()[:16].replace('T', ' ')}", move=True,
                 note=f"started by {self._user(tid) or 'anonymous'}")
             self._set(tid, status=DONE, progress=1.0, finished=utcnow(), model_id=entry["id"],
