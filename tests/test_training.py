@@ -68,6 +68,15 @@ def test_train_smoke(tmp_path):
     assert torch.load(out / "checkpoint.pt", weights_only=False)["state"]["step"] == 4
 
 
+def test_train_pool_first_makes_the_whole_pool_before_training(tmp_path, capsys):
+    train(None, tmp_path / "run", epochs=0.3, n_synth=24, synth_size=64, crop=64, batch=4,
+          workers=1, p_package=0.0, widths=(8, 16, 32, 64), export=False, threads=1,
+          pool_first=True)
+    out = capsys.readouterr().out
+    assert "24 synthetic images ready" in out and "0 more being generated" in out
+    assert "training done: 2 steps" in out
+
+
 def test_train_command_without_torch(monkeypatch, capsys):
     from typer.testing import CliRunner
 

@@ -114,6 +114,11 @@ def train(
     real_fraction: Optional[float] = typer.Option(
         None, help="Share of the crops from --data/--from images (default 0.25; 0.5 with --from)."),
     seed: int = typer.Option(0, help="Random seed."),
+    pool_first: bool = typer.Option(
+        False, help="Make the whole synthetic pool before training (all threads for the steps)."),
+    compile_: bool = typer.Option(
+        False, "--compile", help="torch.compile the training steps (~20 % faster; needs a C++ "
+                                 "compiler, else eager)."),
     registry: Optional[Path] = typer.Option(
         None, help="Model registry folder (default ~/.particlesnn/models or $PARTICLESNN_MODELS)."),
     register: bool = typer.Option(
@@ -132,7 +137,8 @@ def train(
                        n_synth=3000 if n_synth is None else n_synth, batch=batch, crop=crop,
                        threads=threads, seed=seed, lr=2e-3 if lr is None else lr,
                        real_fraction=0.25 if real_fraction is None else real_fraction,
-                       widths=(width, 2 * width, 4 * width, 8 * width))
+                       widths=(width, 2 * width, 4 * width, 8 * width),
+                       pool_first=pool_first, compile=compile_)
         return
     from particlesnn.model import registry as reg
     from particlesnn.training import finetune as ft

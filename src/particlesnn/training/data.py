@@ -251,11 +251,18 @@ SYNTH_PRESETS = {"stm-sparse": 1.0, "stm-crowded": 1.5, "stm-tiny": 1.0, "stm-no
                  "sem": 0.7, "fluorescence": 0.5, "brightfield-cells": 0.3, "negatives": 1.0}
 
 
+#: Share of synthetic images inverted with their labels kept (dark particles), for robustness
+#: when orientation fails. (The analysis orients particles bright first; a network taught
+#: that dark discs are particles outlines pits, which ``segment.neural`` drops afterwards.
+#: A run with 0 together with small-particle loss weights scored lower: docs/model.md.)
+P_INVERT = 0.2
+
+
 def synth_sample(seed: int, size: int = 256, p_package: float = 0.6) -> Sample:
     """One synthetic sample: from :mod:`particlesnn.synth` (a random preset, probability
     ``p_package`` when available) or the built-in generator. Images are oriented with
-    particles bright (as :func:`particlesnn.preprocess.orient` would), then 20 % are inverted
-    (dark particles) for robustness."""
+    particles bright (as :func:`particlesnn.preprocess.orient` would); a share
+    :data:`P_INVERT` is inverted (dark particles)."""
     rng = np.random.default_rng(seed)
     gen = _synth_package_generate() if p_package > 0 else None
     img = labels = None
@@ -283,7 +290,7 @@ def synth_sample(seed: int, size: int = 256, p_package: float = 0.6) -> Sample:
     if img is None:
         img, labels = generate_sample(rng, size)
         src = "synthgen"
-    return to_sample(img, labels, src, invert=rng.random() < 0.2)
+    return to_sample(img, labels, src, invert=rng.random() < P_INVERT)
 
 
 def _pool_worker(args):
