@@ -488,6 +488,10 @@ def test_models_api_registry_and_refusals(done_image, tmp_path):
     trainer, reg = client.app.state.trainer, client.app.state.registry
     cmd, base = trainer.command(tmp_path / "ds", tmp_path / "out", 1.0, tmp_path / "p.json")
     assert base == mid and cmd[cmd.index("--base") + 1] == str(reg.model_dir(mid))
+    (reg.model_dir(mid) / "weights.npz").rename(reg.model_dir(mid) / "w.bak")  # ONNX only
+    cmd, base = trainer.command(tmp_path / "ds", tmp_path / "out", 1.0, tmp_path / "p.json")
+    assert base == "shipped" and "--base" not in cmd
+    (reg.model_dir(mid) / "w.bak").rename(reg.model_dir(mid) / "weights.npz")
     r = client.post("/api/models/import", files={"file": ("x.zip", b"not a zip")})
     assert r.status_code == 422 and "not a model file" in r.json()["detail"]
     # the upload form offers the models; a job can name one, an unknown one is refused

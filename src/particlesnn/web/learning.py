@@ -6,8 +6,8 @@
    ``DATA/models/work/<training id>/dataset``;
 2. a child process (``python -m particlesnn.training.finetune``; torch lives only there)
    fine-tunes the service's current default model (the shipped weights until a fine-tuned
-   model was promoted; improvements accumulate run after run) on it within the budget (minutes of optimisation,
-   2 torch threads), writing its progress to a JSON file that this thread copies into the
+   model was promoted, so improvements accumulate run after run) on it within the budget
+   (minutes of optimisation, 2 torch threads), writing its progress to a JSON file that this thread copies into the
    ``trainings`` row;
 3. the new model is scored next to the current default (held-out corrected images and the
    synthetic benchmark), added to the registry with its data set, and made the default only
@@ -164,12 +164,16 @@ class Trainer:
 
     def command(self, dataset: Path, out: Path, minutes: float, progress: Path) -> tuple[list[str], str]:
         """The fine-tuning process's command line and the id of the model it starts from: the
-        registry's current default (the shipped model until a fine-tuned one was promoted)."""
+        registry's current default (the shipped model until a fine-tuned one was promoted, or
+        when the default has no torch weights to start from, e.g. an imported ONNX-only model)."""
         base_id = self.registry.default_id()
         cmd = [sys.executable, "-m", "particlesnn.training.finetune", str(dataset), "--out", str(out),
                "--minutes", str(minutes), "--threads", str(self.threads), "--progress", str(progress)]
-        if base_id != SHIPPED:
-            cmd += ["--base", str(self.registry.model_dir(base_id))]
+        base = self.registry.model_dir(base_id)
+        if base_id != SHIPPED and any((base / f).is_file() for f in ("checkpoint.pt", "weights.npz")):
+            cmd += ["--base", str(base)]
+        else:
+            base_id = SHIPPED
         return cmd, base_id
 
     def _run(self, tid: str, items: list[dict], minutes: float) -> None:
