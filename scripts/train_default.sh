@@ -27,4 +27,6 @@ PYTHONPATH=src "$PY" -W ignore -m particlesnn.training.calibrate "$RUN"
 DEST=src/particlesnn/model/weights/default
 mkdir -p "$DEST"
 cp "$RUN/model.onnx" "$RUN/config.json" "$RUN/thresholds.json" "$RUN/weights.npz" "$DEST/"
+# height maps in nm go to the shipped height-map model (scripts/train_height.sh)
+"$PY" scripts/set_config.py "$DEST/config.json" height_model=height
 echo "shipped model written to $DEST"

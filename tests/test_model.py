@@ -45,9 +45,17 @@ def test_load_model(model, tmp_path):
         load_model(tmp_path)
 
 
-def test_separated_field_found(model):
+def test_low_memory_switch(monkeypatch):
+    """PARTICLESNN_LOW_MEMORY=1 turns onnxruntime's memory arena off (it is on by default)."""
+    assert load_model().session.get_session_options().enable_cpu_mem_arena
+    monkeypatch.setenv("PARTICLESNN_LOW_MEMORY", "1")
+    assert not load_model().session.get_session_options().enable_cpu_mem_arena
+
+
+@pytest.mark.parametrize("unit", ["a.u.", "nm"])  # the default model, then the height-map model
+def test_separated_field_found(model, unit):
     img, truth = _cap_field()
-    seg = segment_model(HeightMap(img, pixel_size=None, unit="a.u."), model=model)
+    seg = segment_model(HeightMap(img, pixel_size=None, unit=unit), model=model)
     assert seg.labels.shape == img.shape
     n_true = int(truth.max())
     # every true particle hit by exactly one prediction, no extra predictions
@@ -143,3 +151,28 @@ def test_pits_are_not_particles(model):
     pits = [k for k in range(1, truth.max() + 1) if k % 2 == 0]
     assert all(seg.labels[truth == k].any() for k in caps)
     assert not any((seg.labels[truth == k] > 0).mean() > 0.5 for k in pits)
+
+
+def test_height_maps_go_to_the_height_model(model, tmp_path):
+    """The shipped default hands height maps in nm to the shipped height-map model (loaded
+    once) and says so; plain images stay with it; a model naming no height model runs on both."""
+    import json
+    import shutil
+
+    img, _ = _cap_field(size=128)
+    height = segment_model(HeightMap(img, pixel_size=(0.2, 0.2), unit="nm"), model=model)
+    plain = segment_model(HeightMap(img, pixel_size=None, unit="a.u."), model=model)
+    assert model.config["height_model"] == "height"
+    assert height.info["model"] == "particlesnn-unet-height"
+    assert plain.info["model"] == "particlesnn-unet"
+    assert model.for_heightmaps() is model.for_heightmaps()
+    assert model.for_heightmaps().config["widths"] != model.config["widths"]
+
+    own = tmp_path / "own"
+    shutil.copytree(WEIGHTS_DIR / "default", own)
+    cfg = json.loads((own / "config.json").read_text())
+    del cfg["height_model"]
+    cfg["name"] = "own-model"
+    (own / "config.json").write_text(json.dumps(cfg))
+    seg = segment_model(HeightMap(img, pixel_size=(0.2, 0.2), unit="nm"), model=load_model(own))
+    assert seg.info["model"] == "own-model"

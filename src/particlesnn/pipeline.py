@@ -245,6 +245,8 @@ def _finish(hm, levelled, labels, scores, options, polarity, warnings, t0, *, in
                                     include_border=options.include_border)
     if info.get("profile"):
         summary["detector_profile"] = info["profile"]
+    if info.get("model"):
+        summary["detector_model"] = info["model"]
     if labels.max() == 0:
         warnings.append("no particles found")
     return ImageResult(heightmap=hm, levelled=levelled, labels=labels, scores=scores,

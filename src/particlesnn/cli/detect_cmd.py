@@ -71,18 +71,20 @@ def detect(
         with open(out / f"{stem}.scores.txt", "w") as fh:
             for k, s in enumerate(np.asarray(seg.scores), start=1):
                 fh.write(f"{k} {float(s):.4f}\n")
-        prof = f" (profile {seg.info['profile']})" if seg.info.get("profile") else ""
+        prof = (f" (model {seg.info['model']}, profile {seg.info['profile']})"
+                if seg.info.get("profile") else "")
         typer.echo(f"{f}: {seg.count} particles{prof} -> {out / (stem + '.labels.tif')}")
 
 
 class _TrainCommand(TyperCommand):
-    """``--finetune`` may come without a value: it then means the shipped default model."""
+    """``--finetune`` may come without a value: it then means the shipped model for the data's
+    kind (``"shipped"``: :func:`particlesnn.training.finetune.shipped_start`)."""
 
     def parse_args(self, ctx, args):  # noqa: D102
         args = list(args)
         for i, a in enumerate(args):
             if a == "--finetune" and (i + 1 == len(args) or args[i + 1].startswith("-")):
-                args.insert(i + 1, "default")
+                args.insert(i + 1, "shipped")
                 break
         return super().parse_args(ctx, args)
 
@@ -99,7 +101,8 @@ def train(
     finetune: Optional[str] = typer.Option(
         None, "--finetune", metavar="[MODEL]",
         help="Start from these weights: a checkpoint.pt, a weights.npz, a model folder, a "
-             "registry id or a shipped model's name; without a value: the shipped default model."),
+             "registry id or a shipped model's name; without a value: the shipped model that "
+             "analyses images of the data's kind (the height-map model for height maps)."),
     from_: List[Path] = typer.Option(
         [], "--from", help="Corrected-image data set ('particlesnn dataset export'; "
                            "repeatable): fine-tune on it (implies --finetune)."),

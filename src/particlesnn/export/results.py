@@ -120,7 +120,7 @@ _STATS_PREFIXES = ("image", "touches_border", "eq_diameter_", "area_", "length_"
 
 
 _TEXT_FIELDS = ("image", "source", "channel", "polarity", "method", "warnings", "length_unit",
-                "detector_profile")
+                "detector_profile", "detector_model")
 
 
 def record_path(outdir: str | Path, name: str) -> Path:

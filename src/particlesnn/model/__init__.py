@@ -9,7 +9,10 @@ A model is a folder in the StarDist style:
   ``min_score``; an entry per profile, e.g. ``"textured": {...}``, overrides them for that
   profile) and the profile switch (``textured_below_mean_score``).
 
-The shipped model lives in ``particlesnn/model/weights/default/``.
+The shipped models live in ``particlesnn/model/weights/``: ``default/`` and ``height/``. The
+default's ``config.json`` names the second one (``"height_model": "height"``): height maps in
+nm are handed to it (:meth:`DetectorModel.for_heightmaps`), plain images stay with the default.
+A model without that key (one from ``particlesnn train``, a fine-tuned one) runs on everything.
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ class DetectorModel:
     config: dict
     thresholds: dict
     session: object = field(repr=False)
+    _height: "DetectorModel | None" = field(default=None, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -44,6 +48,18 @@ class DetectorModel:
     def stride(self) -> int:
         """Input height and width must be multiples of this, px."""
         return int(self.config.get("stride", 8))
+
+    def for_heightmaps(self) -> "DetectorModel":
+        """The model to run on height maps in nm: the model named by the config's
+        ``height_model`` (a shipped model's name or a folder; loaded once, then kept), else
+        this one. Raises InputError when the named model cannot be loaded."""
+        name = self.config.get("height_model")
+        if not name:
+            return self
+        if self._height is None:
+            shipped = WEIGHTS_DIR / str(name)
+            self._height = load_model(shipped if shipped.is_dir() else name)
+        return self._height
 
 
 def _threads() -> int:
@@ -92,6 +108,9 @@ def load_model(path_or_name: str | Path | None = None) -> DetectorModel:
     so = ort.SessionOptions()
     so.intra_op_num_threads = _threads()
     so.inter_op_num_threads = 1
+    # onnxruntime's memory arena keeps its largest buffers: fast, but about 2 GB of RSS after
+    # a 2048 px image; PARTICLESNN_LOW_MEMORY=1 halves that for ~40 % more time (docs/model.md)
+    so.enable_cpu_mem_arena = os.environ.get("PARTICLESNN_LOW_MEMORY", "0") in ("", "0")
     try:
         sess = ort.InferenceSession(str(p / "model.onnx"), so, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own exception types

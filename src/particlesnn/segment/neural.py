@@ -17,6 +17,9 @@ score below the model's ``textured_below_mean_score``, calibrated on the trainin
 real sets by :mod:`particlesnn.training.calibrate`). Each profile decodes with its own
 thresholds (:func:`profile_thresholds`). Particles lower than their surroundings (pits) are
 dropped; on height maps, double-tip ghosts too (:mod:`particlesnn.segment.ghosts`).
+
+Height maps in nm run on the model's height-map model when it names one (the shipped default
+names the shipped ``height`` model, wider and better on STM-like maps; see docs/model.md).
 """
 from __future__ import annotations
 
@@ -190,7 +193,10 @@ def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
         px. The image is then resampled once, by :func:`choose_scale`, instead of the
         multi-scale pass.
     model : a :class:`particlesnn.model.DetectorModel` or a model folder / name; None loads
-        the shipped default model.
+        the shipped default model. Height maps in nm run on the model's height-map model
+        when it names one (:meth:`~particlesnn.model.DetectorModel.for_heightmaps`: the
+        shipped default hands them to the shipped ``height`` model); ``info["model"]`` says
+        which ran.
     tile : tile side for inference, px.
     min_height_nm : for height maps in nm (``hm.unit == "nm"``): when the 99.9th percentile
         is less than this above the median, the map is flat and no particle is returned.
@@ -224,6 +230,9 @@ def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
                               f"(use auto, {', '.join(PROFILES)})")
     if not isinstance(model, DetectorModel):
         model = load_model(model)
+    height = hm.unit == "nm"
+    if height:
+        model = model.for_heightmaps()
     data = data.astype(np.float32)
     rows, cols = data.shape
     base = {"method": "model", "model": model.name}
@@ -243,7 +252,6 @@ def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
         return [f for f in PROFILES[name]["scales"] if f == 1.0 or min(rows, cols) * f >= MIN_WORK_SIDE]
 
     switch = float(model.thresholds.get("textured_below_mean_score", SWITCH_MEAN_SCORE))
-    height = hm.unit == "nm"
 
     def run(name: str):
         sigma = PROFILES[name]["background_sigma"]
