@@ -77,6 +77,22 @@ def user_samples(dataset: str | Path, part: str = "train") -> list[Sample]:
     return out
 
 
+def shipped_start(datasets: list[str | Path]) -> str:
+    """The shipped model to start from when none is named: the default's height-map model
+    (its ``config.json`` ``height_model``) when most images of the data sets are height maps
+    in nm (with a pixel size), since the analysis ran those on it; else ``"default"``."""
+    from particlesnn.model import WEIGHTS_DIR
+    from particlesnn.model.registry import dataset_json
+
+    images = [im for d in datasets for im in json.loads(dataset_json(d).read_text()).get("images", [])]
+    heights = sum(1 for im in images if im.get("pixel_size_nm") and (im.get("unit") or "nm") == "nm")
+    config = WEIGHTS_DIR / "default" / "config.json"
+    name = json.loads(config.read_text()).get("height_model") if config.is_file() else None
+    if name and (WEIGHTS_DIR / name).is_dir() and 2 * heights > len(images):
+        return str(name)
+    return "default"
+
+
 def finetune(datasets: list[str | Path], out: str | Path, *, base: str | Path | None = None,
              minutes: float = DEFAULTS["minutes"], epochs: float | None = None,
              threads: int = DEFAULTS["threads"], lr: float = DEFAULTS["lr"],
@@ -93,7 +109,8 @@ def finetune(datasets: list[str | Path], out: str | Path, *, base: str | Path | 
         used; the held-out part only for validation loss).
     out : model folder to write (``model.onnx``, ``config.json``, ``thresholds.json``,
         ``weights.npz``, ``checkpoint.pt``, ``train.log.json``).
-    base : model folder / checkpoint / shipped name to start from; None = the shipped default.
+    base : model folder / checkpoint / shipped name to start from; None or ``"shipped"`` =
+        the shipped model that analyses images of this kind (:func:`shipped_start`).
     minutes : wall-clock budget of the optimisation steps, min (``epochs`` instead when given:
         passes over the synthetic pool).
     threads : torch threads (2 = the two cores of a small server).
@@ -105,6 +122,9 @@ def finetune(datasets: list[str | Path], out: str | Path, *, base: str | Path | 
     progress : callback, see :func:`particlesnn.training.train.train`.
     freeze_bn : keep the starting model's batch-norm statistics (see ``train``).
     data : further training sources (as ``particlesnn train --data``).
+
+    A model fine-tuned from the shipped default on plain images keeps the default's
+    ``height_model`` link: height maps still run on the shipped height-map model.
 
     Returns the model folder. Raises ``InputError`` when the data sets hold no training image.
     """
@@ -119,7 +139,8 @@ def finetune(datasets: list[str | Path], out: str | Path, *, base: str | Path | 
         raise InputError(datasets[0] if datasets else None,
                          "no training image: a data set needs at least 2 corrected images "
                          "(every 4th is held out for evaluation)")
-    start = resolve_weights(base)
+    shipped = shipped_start(datasets) if base in (None, "shipped") else None
+    start = resolve_weights(shipped or base)
     base_dir = start.parent
     th = None
     if (base_dir / "thresholds.json").is_file():
@@ -129,11 +150,19 @@ def finetune(datasets: list[str | Path], out: str | Path, *, base: str | Path | 
     if workers is None:
         workers = max(1, min(2, os.cpu_count() or 1))
     load_checkpoint(start)  # fail early (InputError) on an unusable starting point
-    return train(list(data or []), out, minutes=None if epochs else minutes, epochs=epochs, finetune=start,
-                 n_synth=n_synth, crop=crop, batch=batch, lr=lr, real_fraction=real_fraction,
-                 threads=threads, workers=workers, seed=seed + 17, samples=samples,
-                 val_samples=val, thresholds=th, progress=progress, name=name,
-                 n_val_synth=4, freeze_bn=freeze_bn)
+    folder = train(list(data or []), out, minutes=None if epochs else minutes, epochs=epochs,
+                   finetune=start, n_synth=n_synth, crop=crop, batch=batch, lr=lr,
+                   real_fraction=real_fraction, threads=threads, workers=workers, seed=seed + 17,
+                   samples=samples, val_samples=val, thresholds=th, progress=progress, name=name,
+                   n_val_synth=4, freeze_bn=freeze_bn)
+    link = json.loads((base_dir / "config.json").read_text()).get("height_model") \
+        if shipped == "default" and (base_dir / "config.json").is_file() else None
+    if link and (Path(folder) / "config.json").is_file():
+        # adapted to plain images only: height maps stay with the shipped height-map model
+        cfg_path = Path(folder) / "config.json"
+        cfg_path.write_text(json.dumps({**json.loads(cfg_path.read_text()), "height_model": link},
+                                       indent=1))
+    return folder
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -102,13 +102,13 @@ def resolve_weights(path_or_name: str | Path | None) -> Path:
     """The file to start training from: ``checkpoint.pt`` or ``weights.npz``.
 
     Accepts a checkpoint file, a ``.npz`` file, a model folder (its ``checkpoint.pt`` when
-    present, else its ``weights.npz``) or the name of a shipped model (``None`` = ``"default"``).
+    present, else its ``weights.npz``) or the name of a shipped model (``None`` or ``"shipped"`` = ``"default"``).
     Raises ``InputError`` when none of these exists.
     """
     from particlesnn.errors import InputError
     from particlesnn.model import WEIGHTS_DIR
 
-    if path_or_name is None:
+    if path_or_name in (None, "shipped"):  # "shipped": --finetune without a value
         path_or_name = "default"
     p = Path(path_or_name)
     if not p.exists() and (WEIGHTS_DIR / str(path_or_name)).is_dir():
