@@ -86,3 +86,31 @@ def test_height_maps_get_their_own_thresholds_when_nuclei_join(tmp_path, monkeyp
     assert (h["prob_thresh"], h["marker_thresh"], h["min_score"]) in GRID
     assert set(h["cal_per_group"]) == {"synthetic"}
     assert "textured" not in saved  # no stem-dev under this root
+
+
+def test_profile_switch_calibrates_the_model_itself(tmp_path, monkeypatch):
+    """The switch of a model that hands height maps to another one is calibrated on its own
+    outputs for every image, height maps included (not on the other model's)."""
+    import particlesnn.training.calibrate as cal
+    from particlesnn.heightmap import HeightMap
+    from particlesnn.segment import neural
+
+    mdir = tmp_path / "model"
+    shutil.copytree(WEIGHTS_DIR / "default", mdir)
+    assert "height_model" in json.loads((mdir / "config.json").read_text())
+    yy, xx = np.mgrid[0:96, 0:96]
+    hm = HeightMap(sum(np.exp(-((yy - c) ** 2 + (xx - d) ** 2) / 18.0)
+                       for c in (20, 50, 75) for d in (20, 50, 75)), pixel_size=(0.2, 0.2), unit="nm")
+    lab = np.zeros((96, 96), np.int32)
+    monkeypatch.setattr(cal, "_profile_items", lambda *a: [("synthetic", hm, lab)])
+    ran = []
+    real_segment = neural.segment_model
+
+    def spy(hm, **kw):
+        seg = real_segment(hm, **kw)
+        ran.append(seg.info["model"])
+        return seg
+
+    monkeypatch.setattr(neural, "segment_model", spy)
+    cal.calibrate_profile_switch(mdir, None)
+    assert ran and set(ran) == {"particlesnn-unet"}

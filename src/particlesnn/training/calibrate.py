@@ -203,6 +203,7 @@ def calibrate_profile_switch(model_dir: str | Path, real_root: str | Path | None
 
     mdir = Path(model_dir)
     m = load_model(mdir)
+    m.config.pop("height_model", None)  # calibrate this model's switch, on every image kind
     root = Path(real_root) if real_root is not None else None
     rec = []
     for group, hm, truth in _profile_items(root, n_nuclei, n_synth):
