@@ -77,20 +77,26 @@ def user_samples(dataset: str | Path, part: str = "train") -> list[Sample]:
     return out
 
 
-def shipped_start(datasets: list[str | Path]) -> str:
-    """The shipped model to start from when none is named: the default's height-map model
-    (its ``config.json`` ``height_model``) when most images of the data sets are height maps
-    in nm (with a pixel size), since the analysis ran those on it; else ``"default"``."""
+def _shipped_height_model() -> str | None:
+    """Name of the shipped height-map model (the default's ``config.json`` ``height_model``),
+    or None when the default names none or it is not shipped."""
     from particlesnn.model import WEIGHTS_DIR
+
+    config = WEIGHTS_DIR / "default" / "config.json"
+    name = json.loads(config.read_text()).get("height_model") if config.is_file() else None
+    return str(name) if name and (WEIGHTS_DIR / str(name)).is_dir() else None
+
+
+def shipped_start(datasets: list[str | Path]) -> str:
+    """The shipped model to start from when none is named: the shipped height-map model when
+    most images of the data sets are height maps in nm (with a pixel size), since the analysis
+    ran those on it; else ``"default"``."""
     from particlesnn.model.registry import dataset_json
 
     images = [im for d in datasets for im in json.loads(dataset_json(d).read_text()).get("images", [])]
     heights = sum(1 for im in images if im.get("pixel_size_nm") and (im.get("unit") or "nm") == "nm")
-    config = WEIGHTS_DIR / "default" / "config.json"
-    name = json.loads(config.read_text()).get("height_model") if config.is_file() else None
-    if name and (WEIGHTS_DIR / name).is_dir() and 2 * heights > len(images):
-        return str(name)
-    return "default"
+    name = _shipped_height_model()
+    return name if name and 2 * heights > len(images) else "default"
 
 
 def finetune(datasets: list[str | Path], out: str | Path, *, base: str | Path | None = None,
@@ -155,11 +161,10 @@ def finetune(datasets: list[str | Path], out: str | Path, *, base: str | Path | 
                    real_fraction=real_fraction, threads=threads, workers=workers, seed=seed + 17,
                    samples=samples, val_samples=val, thresholds=th, progress=progress, name=name,
                    n_val_synth=4, freeze_bn=freeze_bn)
-    link = json.loads((base_dir / "config.json").read_text()).get("height_model") \
-        if shipped == "default" and (base_dir / "config.json").is_file() else None
-    if link and (Path(folder) / "config.json").is_file():
+    link = _shipped_height_model() if shipped == "default" else None
+    cfg_path = Path(folder) / "config.json"
+    if link and cfg_path.is_file():
         # adapted to plain images only: height maps stay with the shipped height-map model
-        cfg_path = Path(folder) / "config.json"
         cfg_path.write_text(json.dumps({**json.loads(cfg_path.read_text()), "height_model": link},
                                        indent=1))
     return folder
