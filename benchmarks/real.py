@@ -104,6 +104,7 @@ def main(argv=None) -> int:
                     peak[m] = C.peak_mb(C.segment, hm, m)
                 r = evaluate_pair(seg.labels, g.truth, seg.scores, coco=False)
                 r["name"] = g.name
+                r["detector"] = seg.info.get("model")  # which shipped model ran (by content)
                 rows.setdefault(m, []).append(r)
                 ci = coco_in.setdefault(m, ([], [], []))
                 ci[0].append(seg.labels); ci[1].append(g.truth); ci[2].append(seg.scores)
@@ -122,8 +123,11 @@ def main(argv=None) -> int:
                           C.fmt(o["centre_f1"]), C.fmt(o["iou_f1"]), C.fmt(o["mean_matched_iou"]),
                           C.fmt(o["map_segm"]), C.fmt(o["map_bbox"]), C.fmt(o["size_accuracy"]),
                           C.fmt(spi, ".3f"), C.fmt(peak.get(m), ".0f")])
+        ran = [r["detector"] for r in rows.get("model", []) if r.get("detector")]
+        ran = "; model ran: " + ", ".join(f"{k} on {ran.count(k)}" for k in sorted(set(ran))) if ran else ""
         notes.append(f"{set_name} ({args.split}, {len(gts)} images): reading {read_s / len(gts):.3f} s/image, "
-                     f"level + orient {prep_s / len(gts):.3f} s/image; orient chose 'dark' on {n_dark} images.")
+                     f"level + orient {prep_s / len(gts):.3f} s/image; orient chose 'dark' on {n_dark} images"
+                     f"{ran}.")
         del coco_in
         if args.overlays and methods:
             m0 = args.overlay_method or ("model" if "model" in methods else methods[0])

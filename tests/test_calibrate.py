@@ -90,7 +90,8 @@ def test_height_maps_get_their_own_thresholds_when_nuclei_join(tmp_path, monkeyp
 
 def test_profile_switch_calibrates_the_model_itself(tmp_path, monkeypatch):
     """The switch of a model that hands height maps to another one is calibrated on its own
-    outputs for every image, height maps included (not on the other model's)."""
+    standard pass for every image, height maps included (not on the other model's); its
+    textured pass runs on the model it names for that profile, as the analysis does."""
     import particlesnn.training.calibrate as cal
     from particlesnn.heightmap import HeightMap
     from particlesnn.segment import neural
@@ -113,4 +114,4 @@ def test_profile_switch_calibrates_the_model_itself(tmp_path, monkeypatch):
 
     monkeypatch.setattr(neural, "segment_model", spy)
     cal.calibrate_profile_switch(mdir, None)
-    assert ran and set(ran) == {"particlesnn-unet"}
+    assert ran and set(ran) == {"particlesnn-unet-plain", "particlesnn-unet-textured"}

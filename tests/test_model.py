@@ -153,26 +153,55 @@ def test_pits_are_not_particles(model):
     assert not any((seg.labels[truth == k] > 0).mean() > 0.5 for k in pits)
 
 
-def test_height_maps_go_to_the_height_model(model, tmp_path):
-    """The shipped default hands height maps in nm to the shipped height-map model (loaded
-    once) and says so; plain images stay with it; a model naming no height model runs on both."""
+def _default_without(tmp_path, key: str):
+    """A copy of the shipped default named "own-model" without the config key ``key``."""
     import json
     import shutil
 
+    own = tmp_path / "own"
+    shutil.copytree(WEIGHTS_DIR / "default", own)
+    cfg = json.loads((own / "config.json").read_text())
+    del cfg[key]
+    cfg["name"] = "own-model"
+    (own / "config.json").write_text(json.dumps(cfg))
+    return load_model(own)
+
+
+def test_height_maps_go_to_the_height_model(model, tmp_path):
+    """The shipped default hands height maps in nm to the shipped height-map model (loaded
+    once) and says so; plain images stay with it; a model naming no height model runs on both."""
     img, _ = _cap_field(size=128)
     height = segment_model(HeightMap(img, pixel_size=(0.2, 0.2), unit="nm"), model=model)
     plain = segment_model(HeightMap(img, pixel_size=None, unit="a.u."), model=model)
     assert model.config["height_model"] == "height"
     assert height.info["model"] == "particlesnn-unet-height"
-    assert plain.info["model"] == "particlesnn-unet"
+    assert plain.info["model"] == "particlesnn-unet-plain"
     assert model.for_heightmaps() is model.for_heightmaps()
-    assert model.for_heightmaps().config["widths"] != model.config["widths"]
+    assert model.for_heightmaps().path.name == "height"
 
-    own = tmp_path / "own"
-    shutil.copytree(WEIGHTS_DIR / "default", own)
-    cfg = json.loads((own / "config.json").read_text())
-    del cfg["height_model"]
-    cfg["name"] = "own-model"
-    (own / "config.json").write_text(json.dumps(cfg))
-    seg = segment_model(HeightMap(img, pixel_size=(0.2, 0.2), unit="nm"), model=load_model(own))
+    own = _default_without(tmp_path, "height_model")
+    seg = segment_model(HeightMap(img, pixel_size=(0.2, 0.2), unit="nm"), model=own)
     assert seg.info["model"] == "own-model"
+
+
+def test_textured_profile_runs_on_the_textured_model(model, tmp_path):
+    """The shipped default runs the textured profile of plain images on the shipped textured
+    model with that model's thresholds, and says so; height maps keep the height-map model for
+    both profiles; a model naming no textured model runs the profile itself."""
+    img, _ = _cap_field(size=128)
+    plain = HeightMap(img, pixel_size=None, unit="a.u.")
+    tex = segment_model(plain, model=model, profile="textured")
+    std = segment_model(plain, model=model, profile="standard")
+    assert model.config["textured_model"] == "textured"
+    textured = model.for_textured()
+    assert textured is model.for_textured() and textured.config["widths"] != model.config["widths"]
+    assert tex.info["model"] == "particlesnn-unet-textured"
+    assert std.info["model"] == "particlesnn-unet-plain"
+    assert tex.info["min_score"] == textured.thresholds["textured"]["min_score"]
+    assert tex.count >= 10  # the clear cap field is found by the textured model too
+    height = segment_model(HeightMap(img, pixel_size=(0.2, 0.2), unit="nm"), model=model,
+                           profile="textured")
+    assert height.info["model"] == "particlesnn-unet-height"
+
+    own = _default_without(tmp_path, "textured_model")
+    assert segment_model(plain, model=own, profile="textured").info["model"] == "own-model"

@@ -9,10 +9,13 @@ A model is a folder in the StarDist style:
   ``min_score``; an entry per profile, e.g. ``"textured": {...}``, overrides them for that
   profile) and the profile switch (``textured_below_mean_score``).
 
-The shipped models live in ``particlesnn/model/weights/``: ``default/`` and ``height/``. The
-default's ``config.json`` names the second one (``"height_model": "height"``): height maps in
-nm are handed to it (:meth:`DetectorModel.for_heightmaps`), plain images stay with the default.
-A model without that key (one from ``particlesnn train``, a fine-tuned one) runs on everything.
+The shipped models live in ``particlesnn/model/weights/``: ``default/``, ``height/`` and
+``textured/``. The default's ``config.json`` names the other two: height maps in nm are handed
+to ``"height_model": "height"`` (:meth:`DetectorModel.for_heightmaps`), and plain images that
+the profile switch sends to the textured profile (small particles on a lumpy support, as in
+HAADF-STEM) to ``"textured_model": "textured"`` (:meth:`DetectorModel.for_textured`); other
+plain images stay with the default. A model without these keys (one from ``particlesnn train``,
+a fine-tuned one) runs on everything.
 """
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ class DetectorModel:
     config: dict
     thresholds: dict
     session: object = field(repr=False)
-    _height: "DetectorModel | None" = field(default=None, repr=False, compare=False)
+    _linked: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -49,17 +52,26 @@ class DetectorModel:
         """Input height and width must be multiples of this, px."""
         return int(self.config.get("stride", 8))
 
-    def for_heightmaps(self) -> "DetectorModel":
-        """The model to run on height maps in nm: the model named by the config's
-        ``height_model`` (a shipped model's name or a folder; loaded once, then kept), else
-        this one. Raises InputError when the named model cannot be loaded."""
-        name = self.config.get("height_model")
+    def linked(self, key: str) -> "DetectorModel":
+        """The model named by the config's ``key`` (``"height_model"`` or ``"textured_model"``:
+        a shipped model's name or a folder; loaded once, then kept), else this one. Raises
+        InputError when the named model cannot be loaded."""
+        name = self.config.get(key)
         if not name:
             return self
-        if self._height is None:
+        if key not in self._linked:
             shipped = WEIGHTS_DIR / str(name)
-            self._height = load_model(shipped if shipped.is_dir() else name)
-        return self._height
+            self._linked[key] = load_model(shipped if shipped.is_dir() else name)
+        return self._linked[key]
+
+    def for_heightmaps(self) -> "DetectorModel":
+        """The model to run on height maps in nm (config ``height_model``, else this one)."""
+        return self.linked("height_model")
+
+    def for_textured(self) -> "DetectorModel":
+        """The model to run the ``"textured"`` profile with (config ``textured_model``, else
+        this one); its own thresholds decode that profile."""
+        return self.linked("textured_model")
 
 
 def _threads() -> int:

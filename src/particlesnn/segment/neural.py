@@ -19,7 +19,11 @@ thresholds (:func:`profile_thresholds`). Particles lower than their surroundings
 dropped; on height maps, double-tip ghosts too (:mod:`particlesnn.segment.ghosts`).
 
 Height maps in nm run on the model's height-map model when it names one (the shipped default
-names the shipped ``height`` model, wider and better on STM-like maps; see docs/model.md).
+names the shipped ``height`` model, trained like the default but on synthetic maps and the
+real sets in the usual proportion; see docs/model.md). The textured profile runs on the model's
+textured model when it names one (the shipped default names ``textured``: narrower, with fewer
+real crops in training, and better on HAADF-STEM than the default). ``info["model"]`` names the
+model whose particles are returned.
 """
 from __future__ import annotations
 
@@ -195,8 +199,10 @@ def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
     model : a :class:`particlesnn.model.DetectorModel` or a model folder / name; None loads
         the shipped default model. Height maps in nm run on the model's height-map model
         when it names one (:meth:`~particlesnn.model.DetectorModel.for_heightmaps`: the
-        shipped default hands them to the shipped ``height`` model); ``info["model"]`` says
-        which ran.
+        shipped default hands them to the shipped ``height`` model), and the textured
+        profile runs on its textured model when it names one
+        (:meth:`~particlesnn.model.DetectorModel.for_textured`); ``info["model"]`` says which
+        model's particles are returned.
     tile : tile side for inference, px.
     min_height_nm : for height maps in nm (``hm.unit == "nm"``): when the 99.9th percentile
         is less than this above the median, the map is flat and no particle is returned.
@@ -254,9 +260,10 @@ def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
     switch = float(model.thresholds.get("textured_below_mean_score", SWITCH_MEAN_SCORE))
 
     def run(name: str):
+        m = model.for_textured() if name == "textured" else model
         sigma = PROFILES[name]["background_sigma"]
-        return run_profile(lambda f: copy_maps(model, data, f, sigma, tile), name, factors(name),
-                           model.thresholds, data.shape, upscale=d_px is None, height=height)
+        return run_profile(lambda f: copy_maps(m, data, f, sigma, tile), name, factors(name),
+                           m.thresholds, data.shape, upscale=d_px is None, height=height)
 
     chosen = "standard" if profile == "auto" else profile
     seg, used, upscale = run(chosen)
@@ -272,8 +279,9 @@ def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
             reason = f"standard pass sure enough (mean candidate score {mean:.3f} >= {switch:.3f})"
         else:
             reason = "standard pass found no particles"
-    th = profile_thresholds(model.thresholds, chosen, height)
-    seg.info = {**base, "profile": chosen, "profile_reason": reason, "scales": used,
+    ran = model.for_textured() if chosen == "textured" else model
+    th = profile_thresholds(ran.thresholds, chosen, height)
+    seg.info = {**base, "model": ran.name, "profile": chosen, "profile_reason": reason, "scales": used,
                 "upscaled_because": upscale,
                 "diameter_px": d_px, "prob_thresh": float(th["prob_thresh"]),
                 "marker_thresh": float(th["marker_thresh"]), "min_area": int(th["min_area"]),

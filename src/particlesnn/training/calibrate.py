@@ -15,7 +15,8 @@ calibrated on synthetic images only.
    calibrated on the synthetic group alone: a compromise with the nuclei images cost the
    synthetic STM benchmark recall.
 2. ``textured`` profile (``thresholds["textured"]``), with REAL_ROOT only: the training part of
-   ``stem-dev`` (Cu*, Ru*).
+   ``stem-dev`` (Cu*, Ru*). (A model that names a ``textured_model`` decodes that profile on
+   the linked model with its thresholds; its own entry serves fine-tuned copies.)
 3. the profile switch (:func:`calibrate_profile_switch`).
 
 Every image is levelled and oriented as in the analysis and segmented as
@@ -189,7 +190,8 @@ def calibrate_profile_switch(model_dir: str | Path, real_root: str | Path | None
                              n_nuclei: int = 40, n_synth: int = 20) -> dict:
     """Pick the model's ``textured_below_mean_score`` (see :mod:`particlesnn.segment.neural`).
 
-    Every image is segmented with both profiles; the standard pass's mean candidate score
+    Every image is segmented with both profiles (the textured one on the model's
+    ``textured_model`` when it names one, as in the analysis); the standard pass's mean candidate score
     ``m`` (before the ``min_score`` cut, ``info["certainty"]``) is recorded. A threshold ``t`` sends the images with ``m < t`` (and at least
     ``SWITCH_MIN_COUNT`` particles) to the textured profile; the pick maximises the mean over
     the three groups (stem-dev training part, ``n_nuclei`` nuclei-dev training images,
@@ -203,7 +205,9 @@ def calibrate_profile_switch(model_dir: str | Path, real_root: str | Path | None
 
     mdir = Path(model_dir)
     m = load_model(mdir)
-    m.config.pop("height_model", None)  # calibrate this model's switch, on every image kind
+    # this model's switch, on every image kind; the textured pass runs where the analysis runs
+    # it (the model's textured_model when it names one)
+    m.config.pop("height_model", None)
     root = Path(real_root) if real_root is not None else None
     rec = []
     for group, hm, truth in _profile_items(root, n_nuclei, n_synth):
