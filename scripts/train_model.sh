@@ -4,7 +4,8 @@
 # script with their settings (in that order: the default links the other two, and its profile
 # switch is calibrated with the textured model in place).
 # Environment: WIDTH (U-Net first width), MINUTES (optimisation budget), EXTRA (more `particlesnn
-# train` options), DEST (shipped model folder), SET (config.json keys written before calibration).
+# train` options), DEST (shipped model folder), SET (config.json keys written before calibration),
+# SETS (the real sets of ../shared/real to train on; default "nuclei-dev stem-dev").
 # Data: particlesnn.synth presets + the built-in generator (3000 images made in the background),
 # plus the training parts of ../shared/real/nuclei-dev (every 4th sorted id is held out for
 # validation) and ../shared/real/stem-dev (Cu*, Ru*; boxes as weak ellipse labels; Pd* held out)
@@ -21,7 +22,7 @@ EXTRA=${EXTRA:-}
 DEST=${DEST:?DEST (the shipped model folder) must be set}
 SET=${SET:-}
 DATA=()
-for SET_NAME in nuclei-dev stem-dev; do
+for SET_NAME in ${SETS:-nuclei-dev stem-dev}; do
   if [ -d "../shared/real/$SET_NAME" ]; then
     DATA+=(--data "../shared/real/$SET_NAME")
   else

@@ -237,6 +237,9 @@ def test_detector_profile_is_reported_and_can_be_forced(synthetic_folder, tmp_pa
     assert row["detector_profile"] == "standard"  # clear caps on a flat substrate: sure enough
     assert int(row["count"]) == len(truths["field0"])
     assert "profile" in res.output and "standard" in res.output  # the notes column (wrapped)
+    report = (out / "report.html").read_text()  # the report says which model and profile ran
+    assert "detector model" in report and row["detector_model"] in report
+    assert "detector profile" in report
     out2 = tmp_path / "out2"
     res = _run(["analyze", str(d / "field0.gsf"), "--out", str(out2), "--no-refine",
                 "--profile", "textured"])

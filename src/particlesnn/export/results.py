@@ -493,5 +493,6 @@ def _report_summary(row: dict) -> dict:
             (f"d_mid_surface_{u}", f"mid-surface diameter ({u})"),
             ("density_per_um2", "density (per µm²)"), ("density_per_100nm2", "density (per 100 nm²)"),
             ("coverage", "coverage"), ("polarity", "polarity"), ("method", "method"),
+            ("detector_model", "detector model"), ("detector_profile", "detector profile"),
             ("seconds", "seconds")]
     return {label: row[k] for k, label in keys if k in row}
