@@ -1,7 +1,7 @@
 """Speed and memory of the neural detector, end to end (file -> label image).
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_detect.py [--sizes 512,2048] [--threads 2]
-                                                               [--repeat 3] [--model DIR]
+                                                               [--repeat 3] [--model DIR] [--tile PX]
 
 For each size a synthetic STM image (``particlesnn.synth`` preset ``stm-mixed``, or the
 built-in field of caps when the generator is missing) is written as a Gwyddion ``.gsf`` file;
@@ -47,7 +47,7 @@ def make_file(size: int, folder: Path) -> Path:
     return write(hm, folder / f"bench_{size}.gsf")
 
 
-def run_one(path: Path, repeat: int, model_dir: str | None) -> dict:
+def run_one(path: Path, repeat: int, model_dir: str | None, tile: int | None = None) -> dict:
     """Time the chain on one file in this process; returns the figures as a dict."""
     from particlesnn.io import read
     from particlesnn.model import load_model
@@ -60,13 +60,13 @@ def run_one(path: Path, repeat: int, model_dir: str | None) -> dict:
     # the first run of an image size pays onnxruntime's one-off set-up for the new shapes
     t = time.perf_counter()
     hm, _ = orient(level(read(path)), "auto")
-    neural.segment_model(hm, model=model)
+    neural.segment_model(hm, model=model, tile=tile)
     t_first = time.perf_counter() - t
     times, count = [], 0
     for _ in range(repeat):
         t = time.perf_counter()
         hm, _ = orient(level(read(path)), "auto")
-        seg = neural.segment_model(hm, model=model)
+        seg = neural.segment_model(hm, model=model, tile=tile)
         times.append(time.perf_counter() - t)
         count = seg.count
     # stage split (one more run, stages timed apart)
@@ -74,12 +74,16 @@ def run_one(path: Path, repeat: int, model_dir: str | None) -> dict:
     hm, _ = orient(level(read(path)), "auto")
     t1 = time.perf_counter()
     prof = neural.PROFILES[seg.info.get("profile") or "standard"]
+    net = model.for_heightmaps() if hm.unit == "nm" else model  # the model segment_model ran
+    if seg.info.get("profile") == "textured":
+        net = net.for_textured()
     factors = seg.info.get("scales") or [1.0]
     t2 = time.perf_counter()
-    maps_list = neural.profile_maps(model, hm.data.astype("float32"), factors, prof["background_sigma"])
+    t_side = tile or (neural.TILE[0] if max(hm.shape) <= neural.TILE_SMALL_IMAGE else neural.TILE[1])
+    maps_list = neural.profile_maps(net, hm.data.astype("float32"), factors, prof["background_sigma"], t_side)
     t3 = time.perf_counter()
     cands = neural.decode_profile(maps_list, neural.profile_thresholds(
-        model.thresholds, seg.info.get("profile") or "standard"))
+        net.thresholds, seg.info.get("profile") or "standard", hm.unit == "nm"))
     t4 = time.perf_counter()
     from particlesnn.segment.decode import merge_instances
 
@@ -90,6 +94,7 @@ def run_one(path: Path, repeat: int, model_dir: str | None) -> dict:
             "first_run_s": round(t_first, 3),
             "median_s": round(times[len(times) // 2], 3), "min_s": round(times[0], 3),
             "count": count, "profile": seg.info.get("profile"), "scales": factors,
+            "model": seg.info.get("model"), "tile": tile or "default",
             "stages_s": {"read_level_orient": round(t1 - t0, 3), "network": round(t3 - t2, 3),
                          "decode": round(t4 - t3, 3), "merge": round(t5 - t4, 3)},
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
@@ -101,10 +106,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--model", default=None)
+    ap.add_argument("--tile", type=int, default=None,
+                    help="tile side of the inference, px (default: segment_model's, by image size)")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
-        print(json.dumps(run_one(Path(a.one), a.repeat, a.model)))
+        print(json.dumps(run_one(Path(a.one), a.repeat, a.model, a.tile)))
         return
     env = dict(os.environ, PARTICLESNN_THREADS=str(a.threads), OMP_NUM_THREADS=str(a.threads),
                OPENBLAS_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads),
@@ -114,12 +121,14 @@ def main() -> None:
         for size in (int(s) for s in a.sizes.split(",")):
             f = make_file(size, Path(tmp))
             cmd = [sys.executable, __file__, "--one", str(f), "--repeat", str(a.repeat)]
+            if a.tile:
+                cmd += ["--tile", str(a.tile)]
             if a.model:
                 cmd += ["--model", a.model]
             out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])
             print(f"{size}x{size}: median {r['median_s']:.3f} s (min {r['min_s']:.3f} s), "
-                  f"{r['count']} particles, profile {r['profile']} at {r['scales']}, peak RSS {r['peak_rss_mb']:.0f} MB, "
+                  f"{r['count']} particles, model {r['model']}, profile {r['profile']} at {r['scales']}, tile {r['tile']}, peak RSS {r['peak_rss_mb']:.0f} MB, "
                   f"model load {r['model_load_s']:.3f} s, first run {r['first_run_s']:.3f} s, stages {r['stages_s']}")
     print(f"load_avg after={os.getloadavg()[0]:.2f}")
 

@@ -205,3 +205,27 @@ def test_textured_profile_runs_on_the_textured_model(model, tmp_path):
 
     own = _default_without(tmp_path, "textured_model")
     assert segment_model(plain, model=own, profile="textured").info["model"] == "own-model"
+
+
+def test_large_images_run_in_smaller_tiles(model, monkeypatch):
+    """Images up to TILE_SMALL_IMAGE px run with TILE[0] (a 512 px image enlarged by 2 runs
+    whole), larger ones in TILE[1] tiles (less onnxruntime memory); a given tile wins."""
+    from particlesnn.segment import neural
+
+    seen = []
+
+    def fake(m, data, factor, sigma, tile=1024):
+        seen.append(tile)
+        shape = (max(8, round(data.shape[0] * factor)), max(8, round(data.shape[1] * factor)))
+        return {k: np.zeros(shape, np.float32) for k in ("prob", "dist", "boundary")}
+
+    monkeypatch.setattr(neural, "copy_maps", fake)
+    plain = dict(pixel_size=None, unit="a.u.")
+    segment_model(HeightMap(np.zeros((512, 512), np.float32), **plain), model=model)
+    assert set(seen) == {neural.TILE[0]} and neural.TILE[0] >= 1024
+    seen.clear()
+    segment_model(HeightMap(np.zeros((1100, 900), np.float32), **plain), model=model)
+    assert set(seen) == {neural.TILE[1]} and neural.TILE[1] < neural.TILE[0]
+    seen.clear()
+    segment_model(HeightMap(np.zeros((1100, 900), np.float32), **plain), model=model, tile=512)
+    assert set(seen) == {512}

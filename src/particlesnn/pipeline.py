@@ -162,8 +162,9 @@ def analyze_heightmap(hm: HeightMap, options: AnalyzeOptions | None = None, *,
                       tile: int | None = None) -> ImageResult:
     """Run the whole chain on a height map already read.
 
-    ``tile`` (px): side of the tiles the detector runs on (``method="model"``; default 1024,
-    larger images are run in overlapping tiles, which bounds the inference memory).
+    ``tile`` (px): side of the tiles the detector runs on (``method="model"``; default
+    :data:`particlesnn.segment.neural.TILE` by the image's size; larger images are run in
+    overlapping tiles, which bounds the inference memory).
     Raises :class:`particlesnn.InputError` for maps that cannot be analysed (empty, constant...).
     """
     from particlesnn.segment import segment

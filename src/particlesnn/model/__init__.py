@@ -123,6 +123,9 @@ def load_model(path_or_name: str | Path | None = None) -> DetectorModel:
     # onnxruntime's memory arena keeps its largest buffers: fast, but about 2 GB of RSS after
     # a 2048 px image; PARTICLESNN_LOW_MEMORY=1 halves that for ~40 % more time (docs/model.md)
     so.enable_cpu_mem_arena = os.environ.get("PARTICLESNN_LOW_MEMORY", "0") in ("", "0")
+    # the memory pattern pre-plans one block per input shape: without it the same speed and
+    # ~350 MB less peak RSS on a 2048 px image (benchmarks/bench_detect.py, docs/model.md)
+    so.enable_mem_pattern = False
     try:
         sess = ort.InferenceSession(str(p / "model.onnx"), so, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own exception types
@@ -145,8 +148,15 @@ def normalise(image: np.ndarray, p_lo: float = 1.0, p_hi: float = 99.5) -> np.nd
     return np.clip((x - lo) / scale, -3.0, 5.0).astype(np.float32)
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+def _sigmoid_inplace(z: np.ndarray) -> np.ndarray:
+    """The logistic function of a float32 array, computed in its own memory (a 4096 px map is
+    67 MB; the plain expression made three temporaries of that size)."""
+    with np.errstate(over="ignore"):
+        np.negative(z, out=z)
+        np.exp(z, out=z)
+    z += 1.0
+    np.reciprocal(z, out=z)
+    return z
 
 
 def _run(model: DetectorModel, x: np.ndarray) -> np.ndarray:
@@ -164,8 +174,8 @@ def predict_maps(model: DetectorModel, image2d: np.ndarray, *, normalised: bool 
     model : from :func:`load_model`.
     image2d : (rows, cols) float, particles bright.
     normalised : True when ``image2d`` is already normalised with :func:`normalise`.
-    tile : largest tile side in px (rounded down to the stride); images that fit are run
-        whole.
+    tile : largest tile side in px, context included (rounded down to the stride); images
+        that fit are run whole.
     margin : context added on each side of a tile and discarded after inference, px
         (rounded up to the stride). With the default 64 px (more than the network's receptive
         radius) the stitched maps equal whole-image inference up to float rounding.
@@ -203,7 +213,7 @@ def predict_maps(model: DetectorModel, image2d: np.ndarray, *, normalised: bool 
                 out = _run(model, x[ty0:ty1, tx0:tx1])
                 logits[:, y0:y1, x0:x1] = out[:, y0 - ty0:y1 - ty0, x0 - tx0:x1 - tx0]
     logits = logits[:, :rows, :cols]
-    return {name: _sigmoid(logits[i]) for i, name in enumerate(OUTPUTS)}
+    return {name: _sigmoid_inplace(np.ascontiguousarray(logits[i])) for i, name in enumerate(OUTPUTS)}
 
 
 __all__ = ["DetectorModel", "load_model", "normalise", "predict_maps", "WEIGHTS_DIR"]

@@ -45,6 +45,13 @@ SCALE_LIMITS = (0.25, 2.5)
 #: Height maps in nm whose protrusions (99.9th percentile minus median) are lower than this
 #: are flat: no particles (atomic corrugation and noise are not particles), nm.
 MIN_HEIGHT_NM = 0.05
+#: Tile side of the inference (px, context included; :func:`particlesnn.model.predict_maps`):
+#: images up to ``TILE_SMALL_IMAGE`` px a side use ``TILE[0]`` (so that a 512 px image enlarged by
+#: 2 runs whole), larger ones ``TILE[1]``: onnxruntime keeps buffers for the largest tile, and
+#: 768 px tiles took the peak RSS of a 2048 px image from 1.6 to 1.4 GB for ~7 % more time
+#: (benchmarks/bench_detect.py, docs/model.md).
+TILE = (1024, 768)
+TILE_SMALL_IMAGE = 1024
 #: Largest resampled image, px (memory guard).
 MAX_PIXELS = 8192 * 8192
 #: Resampled copies whose short side would be below this (px) are skipped.
@@ -184,7 +191,7 @@ def _above(labels: np.ndarray, scores: np.ndarray, factor: float, min_score: flo
 
 
 def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
-                  tile: int = 1024, min_height_nm: float = MIN_HEIGHT_NM,
+                  tile: int | None = None, min_height_nm: float = MIN_HEIGHT_NM,
                   profile: str = "auto", ghosts: bool = True) -> Segmentation:
     """Find particles in a levelled height map with the neural detector.
 
@@ -203,7 +210,7 @@ def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
         profile runs on its textured model when it names one
         (:meth:`~particlesnn.model.DetectorModel.for_textured`); ``info["model"]`` says which
         model's particles are returned.
-    tile : tile side for inference, px.
+    tile : tile side for inference, px; None: :data:`TILE` by the image's size.
     min_height_nm : for height maps in nm (``hm.unit == "nm"``): when the 99.9th percentile
         is less than this above the median, the map is flat and no particle is returned.
     profile : "auto", "standard" or "textured" (see the module's docstring).
@@ -241,6 +248,8 @@ def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
         model = model.for_heightmaps()
     data = data.astype(np.float32)
     rows, cols = data.shape
+    if tile is None:
+        tile = TILE[0] if max(rows, cols) <= TILE_SMALL_IMAGE else TILE[1]
     base = {"method": "model", "model": model.name}
     if hm.unit == "nm" and min_height_nm > 0:
         p50, p999 = np.percentile(data[::2, ::2], [50, 99.9])
