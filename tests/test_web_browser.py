@@ -108,6 +108,7 @@ def test_upload_view_edit_download(server, tmp_path, shots):
         assert page.locator("#polys path").count() == n
         assert page.locator("#ptable tbody tr").count() == n
         assert page.locator("#summary").inner_text().startswith("particles")
+        assert page.locator("#detector").inner_text() == "Method: threshold"
 
         # click a particle: its row is highlighted
         page.locator("#polys path").nth(3).click()
@@ -173,6 +174,9 @@ def test_edit_finetune_and_see_the_new_model(server, tmp_path, shots):
             page.goto(f"{server}/images/{image_id}")
             page.wait_for_selector("#polys path", timeout=60_000)
             n = count_shown(page)
+            if k == 0:  # which shipped model outlined the particles, with which profile
+                assert re.match(r"Detector: particlesnn-unet-height, (standard|textured) profile \(",
+                                page.locator("#detector").inner_text())
             if k == 0:  # the model's least certain particles, a link selects and shows one
                 page.wait_for_selector("#check-card:not([hidden]) #check-low a")
                 link = page.locator("#check-low a").first

@@ -60,7 +60,6 @@ PNN.KEY_STATS = [
   [/^eq_diameter_(nm|px)_median$/, "median diameter"], [/^d_mid_surface_(nm|px)$/, "mid-surface diameter"],
   [/^lognorm_median_(nm|px)$/, "log-normal median"], [/^height_max_.*_mean$/, "mean height"],
   [/^density_per_um2$/, "density, µm⁻²"], [/^density_per_mpx$/, "density, per Mpx"], [/^coverage$/, "coverage"],
-  [/^detector_model$/, "detector model"], [/^detector_profile$/, "detector profile"],
 ];
 PNN.summaryTable = function (table, summary) {
   table.innerHTML = "";

@@ -29,12 +29,19 @@
   };
 
   // ---------------------------------------------------------------- loading
+  function showDetector(info) {  // which model outlined the particles, with which profile
+    if (!info || !info.method) return;
+    if (!info.model) { document.getElementById("detector").textContent = `Method: ${info.method}`; return; }
+    let txt = `Detector: ${info.model}`;
+    if (info.profile) txt += `, ${info.profile} profile` + (info.profile_reason ? ` (${info.profile_reason})` : "");
+    document.getElementById("detector").textContent = txt;
+  }
   async function waitDone() {
     try {
       const im = await PNN.api(api);
       const badge = document.getElementById("status-badge");
       badge.textContent = im.status; badge.className = "badge " + im.status;
-      if (im.status === "done") { document.getElementById("pending").hidden = true; document.getElementById("result").hidden = false; return load(); }
+      if (im.status === "done") { document.getElementById("pending").hidden = true; document.getElementById("result").hidden = false; showDetector(im.info); return load(); }
       if (im.status === "failed") { const p = document.getElementById("pending-text"); p.innerHTML = ""; p.appendChild(PNN.el("span", { class: "error" }, im.error)); return; }
       document.getElementById("pending-text").textContent = `Analysis ${im.status}… this page updates by itself.`;
     } catch (err) { PNN.toast(err.message, true); }
@@ -348,5 +355,6 @@
   });
 
   setMode("select");
+  showDetector(image.info);
   if (image.status === "done") load().catch((err) => PNN.toast(err.message, true)); else waitDone();
 })();
