@@ -79,8 +79,8 @@ def run_one(path: Path, repeat: int, model_dir: str | None, tile: int | None = N
         net = net.for_textured()
     factors = seg.info.get("scales") or [1.0]
     t2 = time.perf_counter()
-    t_side = tile or (neural.TILE[0] if max(hm.shape) <= neural.TILE_SMALL_IMAGE else neural.TILE[1])
-    maps_list = neural.profile_maps(net, hm.data.astype("float32"), factors, prof["background_sigma"], t_side)
+    maps_list = neural.profile_maps(net, hm.data.astype("float32"), factors, prof["background_sigma"],
+                                    tile or neural.default_tile(hm.shape))
     t3 = time.perf_counter()
     cands = neural.decode_profile(maps_list, neural.profile_thresholds(
         net.thresholds, seg.info.get("profile") or "standard", hm.unit == "nm"))

@@ -79,6 +79,11 @@ UPSCALE_FACTOR = 2.0
 UPSCALE_MAX_PIXELS = 2048 * 2048
 
 
+def default_tile(shape: tuple[int, int]) -> int:
+    """The inference tile side (px) for an image of ``shape`` (rows, cols): :data:`TILE`."""
+    return TILE[0] if max(shape) <= TILE_SMALL_IMAGE else TILE[1]
+
+
 def choose_scale(shape: tuple[int, int], diameter_px: float | None) -> float:
     """Resampling factor (>1 enlarges) bringing ``diameter_px`` into :data:`DIAMETER_BAND_PX`
     (1.0 when the factor would lie between 0.8 and 1.25)."""
@@ -249,7 +254,7 @@ def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
     data = data.astype(np.float32)
     rows, cols = data.shape
     if tile is None:
-        tile = TILE[0] if max(rows, cols) <= TILE_SMALL_IMAGE else TILE[1]
+        tile = default_tile(data.shape)
     base = {"method": "model", "model": model.name}
     if hm.unit == "nm" and min_height_nm > 0:
         p50, p999 = np.percentile(data[::2, ::2], [50, 99.9])
