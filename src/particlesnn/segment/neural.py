@@ -19,10 +19,10 @@ thresholds (:func:`profile_thresholds`). Particles lower than their surroundings
 dropped; on height maps, double-tip ghosts too (:mod:`particlesnn.segment.ghosts`).
 
 Height maps in nm run on the model's height-map model when it names one (the shipped default
-names the shipped ``height`` model, trained like the default but on synthetic maps and the
-real sets in the usual proportion; see docs/model.md). The textured profile runs on the model's
-textured model when it names one (the shipped default names ``textured``: narrower, with fewer
-real crops in training, and better on HAADF-STEM than the default). ``info["model"]`` names the
+names the shipped ``height`` model: as wide as the default, a quarter instead of half of its
+training crops real, better on STM-like maps; see docs/model.md). The textured profile runs on
+the model's textured model when it names one (the shipped default names ``textured``: half as
+wide, a quarter of its crops real, better on HAADF-STEM than the default). ``info["model"]`` names the
 model whose particles are returned.
 """
 from __future__ import annotations
