@@ -273,8 +273,11 @@ def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
 
     switch = float(model.thresholds.get("textured_below_mean_score", SWITCH_MEAN_SCORE))
 
+    def model_for(name: str):  # the textured profile runs on the model's textured model
+        return model.for_textured() if name == "textured" else model
+
     def run(name: str):
-        m = model.for_textured() if name == "textured" else model
+        m = model_for(name)
         sigma = PROFILES[name]["background_sigma"]
         return run_profile(lambda f: copy_maps(m, data, f, sigma, tile), name, factors(name),
                            m.thresholds, data.shape, upscale=d_px is None, height=height)
@@ -293,7 +296,7 @@ def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
             reason = f"standard pass sure enough (mean candidate score {mean:.3f} >= {switch:.3f})"
         else:
             reason = "standard pass found no particles"
-    ran = model.for_textured() if chosen == "textured" else model
+    ran = model_for(chosen)
     th = profile_thresholds(ran.thresholds, chosen, height)
     seg.info = {**base, "model": ran.name, "profile": chosen, "profile_reason": reason, "scales": used,
                 "upscaled_because": upscale,
