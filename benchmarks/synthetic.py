@@ -28,6 +28,8 @@ from particlesnn.evaluate import coco_map, evaluate_pair, summarize
 from particlesnn.synth import generate
 
 SEED_BASE = 9_000_000
+#: maxDets for the "uncapped" box mAP (more than any image's particles).
+UNCAPPED = 1_000_000
 PRESETS = ["stm-sparse", "stm-crowded", "stm-tiny", "stm-noisy-lines", "stm-large"]
 
 
@@ -98,6 +100,9 @@ def main(argv=None) -> int:
         for key in [k for k in coco_in if k[0] == preset and len(coco_in[k][0]) == (args.n_large if preset == "stm-large" else args.n)]:
             p, t, s = coco_in.pop(key)
             rows[key + ("coco",)] = [coco_map(p, t, s)]
+            rows[key + ("uncapped",)] = [coco_map(p, t, s, max_dets=UNCAPPED)]
+            if (preset, "ceiling") not in rows:  # the truth itself as prediction, at maxDets 500
+                rows[(preset, "ceiling")] = [coco_map(t, t, None), [int(x.max()) for x in t]]
 
     header = ["preset", "method", "images", "true", "pred", "ctr P", "ctr R", "ctr F1", "IoU F1",
               "mIoU", "mAP mask", "mAP box", "size acc", "s/MP", "peak MB"]
@@ -132,6 +137,28 @@ def main(argv=None) -> int:
                       f"**{C.fmt(o['centre_f1'])}**", f"**{C.fmt(o['iou_f1'])}**", C.fmt(o["mean_matched_iou"]),
                       C.fmt(map_s), C.fmt(map_b), C.fmt(o["size_accuracy"]), C.fmt(spm, ".2f"), "-"])
     md = C.markdown_table(header, table)
+    # maxDets 500 caps the mAP of images with more than 500 particles: show the cap's effect
+    cap_rows, cap_w = [], []
+    for preset in PRESETS:
+        if (preset, "ceiling") not in rows:
+            continue
+        ceil, n_true = rows[(preset, "ceiling")]
+        line = [preset, f"{max(n_true)}", C.fmt(ceil["map_bbox"])]
+        for m in methods:
+            line += [C.fmt(rows[(preset, m, "coco")][0]["map_bbox"]),
+                     C.fmt(rows[(preset, m, "uncapped")][0]["map_bbox"])]
+        cap_rows.append(line)
+        cap_w.append((len(n_true), [ceil["map_bbox"]] + [
+            rows[(preset, m, k)][0]["map_bbox"] for m in methods for k in ("coco", "uncapped")]))
+    if cap_rows:
+        n_img = sum(w for w, _ in cap_w)
+        mean = [sum(w * v[i] for w, v in cap_w) / n_img for i in range(len(cap_w[0][1]))]
+        cap_rows.append(["**all**", "-", *(f"**{C.fmt(v)}**" for v in mean)])
+        cap_head = ["preset", "most true per image", "perfect, maxDets 500"]
+        for m in methods:
+            cap_head += [f"{m}, maxDets 500", f"{m}, all detections"]
+        md += ("\n\nBox mAP and the maxDets 500 cap (a perfect prediction of an image with n > 500 "
+               "particles is scored on its 500 best only):\n\n" + C.markdown_table(cap_head, cap_rows))
     total = time.perf_counter() - t_start
     notes = (f"Machine: {C.machine()}. Suite: {args.n} images x 4 presets + {args.n_large} stm-large, "
              f"seeds {SEED_BASE}+. Polarity {args.polarity}: {n_dark} of {n_images} images were "

@@ -226,3 +226,19 @@ def test_fast_map_equals_pycocotools(boxes):
             assert math.isnan(fast[k])
         else:
             assert fast[k] == pytest.approx(ref[k], abs=1e-12), k
+
+
+@pytest.mark.parametrize("engine", ["fast", "pycocotools"])
+def test_map_max_dets_caps_a_perfect_prediction(engine):
+    # 30 separate squares predicted exactly: AP 1 when all may count; with maxDets 20 only the
+    # 20 best-scored count, so precision is 1 up to recall 20/30 and 0 after: 67 of the 101
+    # recall points (0, 0.01, ..., 0.66).
+    t = np.zeros((60, 100), int)
+    for k in range(30):
+        r, c = divmod(k, 10)
+        t[r * 20 + 5:r * 20 + 12, c * 10 + 2:c * 10 + 8] = k + 1
+    s = np.linspace(1.0, 0.5, 30)
+    assert coco_map([t], [t], [s], engine=engine)["map_segm"] == pytest.approx(1.0)
+    capped = coco_map([t], [t], [s], engine=engine, max_dets=20)
+    assert capped["map_segm"] == pytest.approx(67 / 101)
+    assert capped["map_bbox"] == pytest.approx(67 / 101)

@@ -133,7 +133,8 @@ def _rles(labels: np.ndarray, ids: np.ndarray) -> list[dict]:
 class _CocoBuilder:
     """Accumulates images, truths and detections, then runs COCOeval (bbox and segm)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_dets: int = COCO_MAX_DETS) -> None:
+        self.max_dets = max_dets
         self.images: list[dict] = []
         self.gt: list[dict] = []
         self.dt: list[dict] = []
@@ -166,7 +167,7 @@ class _CocoBuilder:
         if ids.size == 0:
             return
         s = scores[ids - 1]
-        top = np.argsort(-s, kind="stable")[:COCO_MAX_DETS]
+        top = np.argsort(-s, kind="stable")[:self.max_dets]
         ids, s = ids[top], s[top]
         boxes = M.label_boxes(pred)
         need_masks = not isinstance(truth, Boxes)
@@ -209,7 +210,7 @@ class _CocoBuilder:
                 d.pop("segmentation" if kind == "bbox" else "bbox", None)
             dt = gt.loadRes(dets)
             ev = COCOeval(gt, dt, kind)
-            ev.params.maxDets = [1, 10, COCO_MAX_DETS]
+            ev.params.maxDets = [1, 10, self.max_dets]
             ev.params.areaRng = [[0, 1e10]]
             ev.params.areaRngLbl = ["all"]
             ev.evaluate()
@@ -233,7 +234,8 @@ class _FastCoco:
     IOU_THRS = np.linspace(0.5, 0.95, 10)
     REC_THRS = np.linspace(0.0, 1.0, 101)
 
-    def __init__(self) -> None:
+    def __init__(self, max_dets: int = COCO_MAX_DETS) -> None:
+        self.max_dets = max_dets
         self.kinds: dict[str, list[tuple[np.ndarray, np.ndarray, int]]] = {"bbox": [], "segm": []}
         self.has_masks = True
 
@@ -262,7 +264,7 @@ class _FastCoco:
     def add(self, pred: np.ndarray, scores: np.ndarray, truth: np.ndarray | Boxes) -> None:
         present = np.flatnonzero(M.label_areas(pred) > 0)            # 0-based indices
         s = scores[present]
-        order = np.argsort(-s, kind="mergesort")[:COCO_MAX_DETS]
+        order = np.argsort(-s, kind="mergesort")[:self.max_dets]
         dets, s = present[order], s[order]
         pb = M.label_boxes(pred)[dets] if dets.size else np.zeros((0, 4))
         if isinstance(truth, Boxes):
@@ -317,17 +319,22 @@ class _FastCoco:
         return out
 
 
-def _coco_engine(engine: str):
+def _coco_engine(engine: str, max_dets: int):
     if engine == "fast":
-        return _FastCoco()
+        return _FastCoco(max_dets)
     if engine == "pycocotools":
-        return _CocoBuilder()
+        return _CocoBuilder(max_dets)
     raise ValueError(f"unknown COCO engine {engine!r}; use 'fast' or 'pycocotools'")
 
 
 def coco_map(pred_labels: Sequence[np.ndarray], truths: Sequence[np.ndarray | Boxes],
-             scores: Sequence[np.ndarray | None] | None = None, *, engine: str = "fast") -> dict[str, float]:
-    """COCO mAP@[.50:.95] and AP50 at maxDets 500 over a set of images.
+             scores: Sequence[np.ndarray | None] | None = None, *, engine: str = "fast",
+             max_dets: int = COCO_MAX_DETS) -> dict[str, float]:
+    """COCO mAP@[.50:.95] and AP50 at maxDets 500 (``max_dets``) over a set of images.
+
+    With maxDets 500 an image of more than 500 true particles cannot reach AP 1: even a perfect
+    prediction is scored on its 500 best-scored particles only (benchmarks/synthetic.py prints
+    that ceiling beside the scores).
 
     ``engine``: ``"fast"`` (numpy re-implementation of COCOeval for one class, no crowd,
     area "all"; equal to pycocotools, milliseconds per image) or ``"pycocotools"`` (COCOeval
@@ -335,7 +342,7 @@ def coco_map(pred_labels: Sequence[np.ndarray], truths: Sequence[np.ndarray | Bo
     ``map50_segm`` (segm NaN for box truth); 0.0 when there is truth but no prediction, NaN
     when there is no truth at all.
     """
-    cb = _coco_engine(engine)
+    cb = _coco_engine(engine, max_dets)
     scores = scores if scores is not None else [None] * len(pred_labels)
     for p, t, s in zip(pred_labels, truths, scores):
         p = _check_labels(p, "prediction")
@@ -485,7 +492,7 @@ def evaluate_set(pairs: Iterable[Any], *, names: Sequence[str] | None = None,
     import pandas as pd
 
     rows = []
-    cb = _coco_engine(coco_engine) if coco else None
+    cb = _coco_engine(coco_engine, COCO_MAX_DETS) if coco else None
     for i, item in enumerate(pairs):
         if isinstance(item, dict):
             pred, truth, sc, nm = item["pred"], item["truth"], item.get("scores"), item.get("name")
