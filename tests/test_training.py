@@ -162,3 +162,18 @@ def test_yolo_folder_weak_labels_resampled_and_tiled(tmp_path):
     assert n == 3
     d = np.sqrt(4 * np.bincount(lab.ravel())[1:] / np.pi)
     assert np.allclose(d, YOLO_TARGET_PX, atol=2.5)
+
+
+def test_parse_presets_and_a_restricted_sample():
+    from particlesnn.training.data import SYNTH_PRESETS, parse_presets
+
+    assert parse_presets(None) is None and parse_presets("") is None
+    stm = parse_presets("stm")
+    assert set(stm) == {k for k in SYNTH_PRESETS if k.startswith("stm-")}
+    assert parse_presets("stm-tiny:2,negatives") == {"stm-tiny": 2.0, "negatives": SYNTH_PRESETS["negatives"]}
+    for bad in ("nonsense", "stm-tiny:x", "stm-tiny:0"):
+        with pytest.raises(ValueError):
+            parse_presets(bad)
+    # p_package=1: the image comes from the one preset allowed
+    s = synth_sample(3, size=64, p_package=1.0, presets={"stm-sparse": 1.0})
+    assert s.source == "synth:stm-sparse"

@@ -117,6 +117,9 @@ def train(
     real_fraction: Optional[float] = typer.Option(
         None, help="Share of the crops from --data/--from images (default 0.25; 0.5 with --from)."),
     seed: int = typer.Option(0, help="Random seed."),
+    presets: Optional[str] = typer.Option(
+        None, help="Synthetic presets drawn, with weights: 'stm' (every stm-* preset), or "
+                   "e.g. 'stm,negatives:0.5'; default all (particlesnn.training.data.SYNTH_PRESETS)."),
     pool_first: bool = typer.Option(
         False, help="Make the whole synthetic pool before training (all threads for the steps)."),
     compile_: bool = typer.Option(
@@ -135,13 +138,22 @@ def train(
     MODEL), then score the new model next to the current default and register it.
     """
     training = _training()
+    from particlesnn.errors import InputError
+    from particlesnn.training.data import parse_presets
+
+    try:
+        preset_weights = parse_presets(presets)
+    except ValueError as err:
+        raise InputError(None, f"--presets: {err}") from None
+    if preset_weights and from_:
+        raise InputError(None, "--presets applies to training on synthetic images, not with --from")
     if not from_:
         training.train(data, out, minutes=minutes, epochs=epochs, resume=resume, finetune=finetune,
                        n_synth=3000 if n_synth is None else n_synth, batch=batch, crop=crop,
                        threads=threads, seed=seed, lr=2e-3 if lr is None else lr,
                        real_fraction=0.25 if real_fraction is None else real_fraction,
                        widths=(width, 2 * width, 4 * width, 8 * width),
-                       pool_first=pool_first, compile=compile_)
+                       pool_first=pool_first, compile=compile_, presets=preset_weights)
         return
     from particlesnn.model import registry as reg
     from particlesnn.training import finetune as ft

@@ -258,17 +258,49 @@ SYNTH_PRESETS = {"stm-sparse": 1.0, "stm-crowded": 1.5, "stm-tiny": 1.0, "stm-no
 P_INVERT = 0.2
 
 
-def synth_sample(seed: int, size: int = 256, p_package: float = 0.6) -> Sample:
-    """One synthetic sample: from :mod:`particlesnn.synth` (a random preset, probability
-    ``p_package`` when available) or the built-in generator. Images are oriented with
-    particles bright (as :func:`particlesnn.preprocess.orient` would); a share
-    :data:`P_INVERT` is inverted (dark particles)."""
+def parse_presets(text: str | None) -> dict[str, float] | None:
+    """``"stm-tiny:2,stm-crowded,negatives:0.5"`` -> ``{"stm-tiny": 2.0, "stm-crowded": 1.0,
+    "negatives": 0.5}`` (preset weights for :func:`synth_sample`); the word ``stm`` stands for
+    every ``stm-*`` preset of :data:`SYNTH_PRESETS` with its usual weight. None or "" -> None
+    (:data:`SYNTH_PRESETS`). Raises ValueError for an unknown preset or a bad weight."""
+    if not text:
+        return None
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        name, _, w = part.strip().partition(":")
+        if not name:
+            continue
+        try:
+            weight = float(w) if w else None
+        except ValueError:
+            raise ValueError(f"bad weight {w!r} for preset {name!r}") from None
+        if name == "stm":
+            for k, v in SYNTH_PRESETS.items():
+                if k.startswith("stm-"):
+                    out[k] = v if weight is None else weight
+            continue
+        if name not in SYNTH_PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose from stm, {', '.join(SYNTH_PRESETS)}")
+        out[name] = SYNTH_PRESETS[name] if weight is None else weight
+    if not out or not all(v >= 0 for v in out.values()) or sum(out.values()) <= 0:
+        raise ValueError(f"presets {text!r}: give at least one preset with a positive weight")
+    return out
+
+
+def synth_sample(seed: int, size: int = 256, p_package: float = 0.6,
+                 presets: dict[str, float] | None = None) -> Sample:
+    """One synthetic sample: from :mod:`particlesnn.synth` (a random preset of ``presets``,
+    name -> weight, default :data:`SYNTH_PRESETS`; probability ``p_package`` when available)
+    or the built-in generator. Images are oriented with particles bright (as
+    :func:`particlesnn.preprocess.orient` would); a share :data:`P_INVERT` is inverted (dark
+    particles)."""
     rng = np.random.default_rng(seed)
     gen = _synth_package_generate() if p_package > 0 else None
     img = labels = None
     if gen is not None and rng.random() < p_package:
-        names = list(SYNTH_PRESETS)
-        pw = np.array([SYNTH_PRESETS[n] for n in names])
+        table = presets or SYNTH_PRESETS
+        names = list(table)
+        pw = np.array([table[n] for n in names], float)
         preset = names[rng.choice(len(names), p=pw / pw.sum())]
         try:
             s = gen(preset, rng, size=size)
@@ -294,13 +326,15 @@ def synth_sample(seed: int, size: int = 256, p_package: float = 0.6) -> Sample:
 
 
 def _pool_worker(args):
-    seed, size, p_package = args
-    return synth_sample(seed, size, p_package)
+    seed, size, p_package, presets = args
+    return synth_sample(seed, size, p_package, presets)
 
 
-def synth_pool(n: int, seed: int, size: int = 256, workers: int = 2, p_package: float = 0.6) -> list[Sample]:
-    """``n`` synthetic samples made in ``workers`` processes (seeds ``seed``..``seed+n-1``)."""
-    args = [(seed + i, size, p_package) for i in range(n)]
+def synth_pool(n: int, seed: int, size: int = 256, workers: int = 2, p_package: float = 0.6,
+               presets: dict[str, float] | None = None) -> list[Sample]:
+    """``n`` synthetic samples made in ``workers`` processes (seeds ``seed``..``seed+n-1``;
+    ``presets`` as :func:`synth_sample`)."""
+    args = [(seed + i, size, p_package, presets) for i in range(n)]
     if workers <= 1 or n < 8:
         return [_pool_worker(a) for a in args]
     import multiprocessing as mp
@@ -309,7 +343,8 @@ def synth_pool(n: int, seed: int, size: int = 256, workers: int = 2, p_package: 
         return pool.map(_pool_worker, args, chunksize=16)
 
 
-def synth_stream(n: int, seed: int, size: int = 256, workers: int = 1, p_package: float = 0.6):
+def synth_stream(n: int, seed: int, size: int = 256, workers: int = 1, p_package: float = 0.6,
+                 presets: dict[str, float] | None = None):
     """Generate ``n`` synthetic samples in the background (``workers`` processes).
 
     Returns ``(pool, iterator)``: ``iterator.next(timeout=0)`` gives the next finished sample or
@@ -319,7 +354,8 @@ def synth_stream(n: int, seed: int, size: int = 256, workers: int = 1, p_package
     import multiprocessing as mp
 
     pool = mp.get_context("fork").Pool(max(1, workers))
-    it = pool.imap_unordered(_pool_worker, [(seed + i, size, p_package) for i in range(n)], chunksize=1)
+    it = pool.imap_unordered(_pool_worker, [(seed + i, size, p_package, presets) for i in range(n)],
+                             chunksize=1)
     return pool, it
 
 

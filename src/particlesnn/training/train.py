@@ -198,7 +198,8 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
           calibrate_images: int = 60, name: str = "particlesnn-unet",
           samples: list[Sample] | None = None, val_samples: list[Sample] | None = None,
           thresholds: dict | None = None, progress=None, n_val_synth: int | None = None,
-          freeze_bn: bool = False, pool_first: bool = False, compile: bool = False) -> Path:
+          freeze_bn: bool = False, pool_first: bool = False, compile: bool = False,
+          presets: dict[str, float] | None = None) -> Path:
     """Train the detector and export it as a model folder.
 
     Parameters
@@ -243,6 +244,9 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
     compile : ``torch.compile`` the training steps (~20 % faster steps on a 2-core AVX2 CPU
         after a ~1 min compilation that counts in ``minutes``; needs a C++ compiler, falls
         back to eager mode when compilation fails).
+    presets : :mod:`particlesnn.synth` presets drawn for the synthetic images, name -> weight
+        (:func:`~particlesnn.training.data.parse_presets`); None: all of
+        :data:`~particlesnn.training.data.SYNTH_PRESETS`.
 
     Returns the model folder path.
     """
@@ -259,12 +263,13 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
     n_val_syn = max(4, min(40, n_synth // 40)) if n_val_synth is None else max(1, int(n_val_synth))
     base_seed = 1_000_000 * (seed + 1)
     val = synth_pool(n_val_syn, seed=base_seed + 900_000, size=synth_size, workers=workers,
-                     p_package=p_package)
+                     p_package=p_package, presets=presets)
     n_init = n_synth if pool_first else min(n_synth, max(8, 4 * batch))
-    pool = synth_pool(n_init, seed=base_seed, size=synth_size, workers=workers, p_package=p_package)
+    pool = synth_pool(n_init, seed=base_seed, size=synth_size, workers=workers, p_package=p_package,
+                      presets=presets)
     # the rest of the synthetic pool is made in the background while training runs
     gen_pool, gen_it = (synth_stream(n_synth - n_init, base_seed + n_init, synth_size,
-                                     max(1, workers - 1), p_package)
+                                     max(1, workers - 1), p_package, presets)
                         if n_synth > n_init else (None, None))
     _log(f"{n_init} synthetic images ready in {time.time() - t0:.0f} s, {n_synth - n_init} more "
          f"being generated in the background; {n_val_syn} synthetic validation images")
@@ -444,6 +449,8 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
             "real_images": len(real), "history": state["history"]}
     if finetune:
         meta["finetune"] = str(finetune)
+    if presets:
+        meta["presets"] = dict(presets)
     (out / "train.log.json").write_text(json.dumps(meta, indent=1))
     if export:
         export_onnx(model, out, thresholds=thresholds, name=name, train_meta=meta)
