@@ -544,6 +544,13 @@ def test_check_first_lists_low_scores_and_refinement_changes():
     assert c["refinement"][2]["reason"] == "refined outline 30 % larger than detected"
     same = pd.DataFrame({"label": [1, 2], "score": [1.0, 1.0]})  # hand-drawn / threshold
     assert uncertain_particles(same) == {"low_score": [], "refinement": []}
+    # half-height outlines are smaller than footprints by design: only the odd one out is listed
+    shrunk = pd.DataFrame({"label": [1, 2, 3, 4, 5], "score": [0.9] * 5,
+                           "fit_area_ratio": [0.40, 0.38, 0.36, 0.19, 0.39], "fit_status": ["ok"] * 5})
+    c = uncertain_particles(shrunk)
+    assert [x["label"] for x in c["refinement"]] == [4]
+    assert c["refinement"][0]["reason"] == ("refined outline 81 % smaller than detected "
+                                            "(typical here: 62 % smaller)")
 
 
 def test_concurrent_uploads_are_all_kept(tmp_path):

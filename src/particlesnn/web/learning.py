@@ -248,10 +248,13 @@ def uncertain_particles(particles, n: int = 6, min_change: float = 0.2) -> dict[
 
     * ``low_score``: the lowest detector scores (left empty when every particle has the same
       score, e.g. threshold methods or hand-drawn particles, which score 1);
-    * ``refinement``: particles whose refined outline differs most from the detected one:
-      refined / detected area ratio (``fit_area_ratio``) off by more than ``min_change``
-      (0.2 = 20 %), or a refinement fit that failed or was implausible (``fit_status``),
-      largest change first.
+    * ``refinement``: particles whose refined outline differs most from the detected one,
+      compared with the image's typical change: refined / detected area ratio
+      (``fit_area_ratio``) off from the median ratio of the image's successful fits by more
+      than ``min_change`` (0.2 = 20 %), or a refinement fit that failed or was implausible
+      (``fit_status``), largest change first. (The half-height outline of a refined particle
+      is smaller than its detected footprint by design, often by half; only particles that
+      change unlike the others are worth a look.)
     """
     import numpy as np
 
@@ -274,17 +277,22 @@ def uncertain_particles(particles, n: int = 6, min_change: float = 0.2) -> dict[
               else np.full(len(particles), "nan"))
     why = (particles["fit_reason"].astype(str).to_numpy() if "fit_reason" in particles.columns
            else np.full(len(particles), ""))
-    change = np.where(np.isfinite(ratio) & (ratio > 0), np.abs(np.log(np.where(ratio > 0, ratio, 1.0))), 0.0)
     bad = np.isin(status, ("failed", "implausible"))
+    good = np.isfinite(ratio) & (ratio > 0)
+    typical = float(np.median(ratio[good & ~bad])) if (good & ~bad).sum() >= 3 else 1.0
+    change = np.where(good, np.abs(np.log(np.where(good, ratio, 1.0) / typical)), 0.0)
+    note = (f" (typical here: {abs(100 * (typical - 1)):.0f} % {'larger' if typical > 1 else 'smaller'})"
+            if abs(typical - 1.0) > min_change else "")
     key = change + np.where(bad, 10.0, 0.0)
     for i in np.argsort(-key):
         if len(out["refinement"]) >= n:
             break
         if bad[i]:
             reason = f"refinement {status[i]}" + (f" ({why[i]})" if why[i] not in ("", "nan") else "")
-        elif np.isfinite(ratio[i]) and abs(ratio[i] - 1.0) > min_change:
+        elif good[i] and abs(ratio[i] / typical - 1.0) > min_change:
             pct = 100 * (ratio[i] - 1.0)
-            reason = f"refined outline {abs(pct):.0f} % {'larger' if pct > 0 else 'smaller'} than detected"
+            reason = (f"refined outline {abs(pct):.0f} % {'larger' if pct > 0 else 'smaller'} "
+                      f"than detected{note}")
         else:
             break
         sc_i = particles["score"].iloc[i] if "score" in particles.columns else float("nan")
