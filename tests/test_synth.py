@@ -303,3 +303,18 @@ def test_step_fraction_puts_particles_on_step_edges():
     f0, n0 = on_edge_fraction(0.0)
     assert n1 >= 5 and n0 >= 5
     assert f1 > 0.8 and f0 < 0.5, (f1, f0)
+
+
+def test_heldout_presets_draw_outside_the_training_ranges():
+    from particlesnn.synth.presets import HELDOUT_PRESETS, draw
+
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        flat = draw("heldout-flat", rng)
+        assert 0.10 <= flat.particles.aspect_mean <= 0.14  # training presets: 0.15-0.6
+        rough = draw("heldout-rough", rng)
+        assert 0.06 <= rough.substrate.roughness_rms_nm <= 0.12  # training presets: <= 0.05
+        for name in ("stm-mixed", "stm-sparse", "stm-tiny"):
+            p = draw(name, rng)
+            assert p.particles.aspect_mean >= 0.15 and p.substrate.roughness_rms_nm <= 0.05
+    assert set(HELDOUT_PRESETS) <= set(PRESETS)

@@ -177,3 +177,12 @@ def test_parse_presets_and_a_restricted_sample():
     # p_package=1: the image comes from the one preset allowed
     s = synth_sample(3, size=64, p_package=1.0, presets={"stm-sparse": 1.0})
     assert s.source == "synth:stm-sparse"
+
+
+def test_training_never_draws_the_heldout_presets():
+    from particlesnn.synth.presets import HELDOUT_PRESETS
+    from particlesnn.training.data import SYNTH_PRESETS, parse_presets
+
+    assert set(HELDOUT_PRESETS).isdisjoint(SYNTH_PRESETS)
+    with pytest.raises(ValueError):
+        parse_presets("heldout-flat")

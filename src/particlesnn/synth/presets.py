@@ -32,8 +32,11 @@ def _size(rng: np.random.Generator, size: int | tuple[int, int] | None, default:
 
 def _stm(rng: np.random.Generator, size, *, sizes=(512,), d_mean=(1.5, 8.0), cov=(0.02, 0.35),
          px_per_d=(5.0, 50.0), noise=1.0, lines=1.0, cluster=(0.0, 0.6), min_gap=(0.8, 1.05),
-         tip_r=(0.5, 5.0)) -> SynthParams:
-    """Common STM draw. ``noise``/``lines`` scale the noise / scan-line artefact ranges."""
+         tip_r=(0.5, 5.0), aspect=(0.15, 0.6), rough_nm=(0.0, 0.05), rough_beta=(1.5, 3.0)
+         ) -> SynthParams:
+    """Common STM draw. ``noise``/``lines`` scale the noise / scan-line artefact ranges;
+    ``aspect`` is the range of the mean height / diameter, ``rough_nm`` and ``rough_beta`` those
+    of the substrate's roughness (rms, nm) and spectral exponent."""
     shape = _size(rng, size, sizes)
     dm = _logu(rng, *d_mean)
     # pixel size: the mean particle spans px_per_d px, within the instrument range 0.05-0.5 nm
@@ -48,7 +51,7 @@ def _stm(rng: np.random.Generator, size, *, sizes=(512,), d_mean=(1.5, 8.0), cov
         bimodal_fraction=rng.uniform(0.1, 0.5) if bimodal else 0.0,
         diameter2_mean_nm=min(dm * rng.uniform(1.6, 3.0), 12.0),
         diameter2_cv=rng.uniform(0.08, 0.3),
-        aspect_mean=rng.uniform(0.15, 0.6),
+        aspect_mean=rng.uniform(*aspect),
         aspect_sd=rng.uniform(0.02, 0.12),
         shape="mixed",
         ellipticity_max=rng.uniform(0.0, 0.45),
@@ -63,8 +66,8 @@ def _stm(rng: np.random.Generator, size, *, sizes=(512,), d_mean=(1.5, 8.0), cov
         step_layers_max=int(rng.choice(np.array([1, 1, 2, 3]))),
         step_waviness=rng.uniform(0.0, 0.06),
         tilt=(rng.uniform(-0.03, 0.03), rng.uniform(-0.03, 0.03)),
-        roughness_rms_nm=rng.uniform(0.0, 0.05),
-        roughness_beta=rng.uniform(1.5, 3.0),
+        roughness_rms_nm=rng.uniform(*rough_nm),
+        roughness_beta=rng.uniform(*rough_beta),
         n_pits=int(rng.integers(0, 3)) if rng.random() < 0.2 else 0,
         n_point_defects=int(rng.integers(0, 20)) if rng.random() < 0.3 else 0,
         lattice_nm=rng.uniform(0.005, 0.03) if rng.random() < 0.3 else 0.0,
@@ -142,6 +145,24 @@ def stm_mixed(rng, size=None):
         return stm_noisy_lines(rng, size)
     return _stm(rng, size, sizes=(256, 384, 512, 512, 768, 1024), d_mean=(1.0, 10.0),
                 cov=(0.005, 0.4))
+
+
+# Held-out presets: parameter ranges that no training preset draws (``training.data``'s
+# SYNTH_PRESETS never names them and no other preset reaches them); benchmarks/synthetic.py
+# scores the detector on them apart, as a test of what it learnt beyond its training ranges.
+
+def heldout_flat(rng, size=None):
+    """Held out from training: flat islands, mean height / diameter 0.10-0.14 (training
+    presets: 0.15-0.6), mean d 3-10 nm, coverage 5-30 %, 512 px."""
+    return _stm(rng, size, d_mean=(3.0, 10.0), cov=(0.05, 0.3), aspect=(0.10, 0.14))
+
+
+def heldout_rough(rng, size=None):
+    """Held out from training: particles on a rough substrate, rms 0.06-0.12 nm with spectral
+    exponent 1.2-1.8 (training presets: 0-0.05 nm, 1.5-3.0), mean d 2-8 nm, coverage
+    5-30 %, 512 px."""
+    return _stm(rng, size, d_mean=(2.0, 8.0), cov=(0.05, 0.3), rough_nm=(0.06, 0.12),
+                rough_beta=(1.2, 1.8))
 
 
 def _overlay(rng: np.random.Generator, p_bar=0.3, p_text=0.2, p_band=0.1, p_frame=0.05,
@@ -290,7 +311,11 @@ PRESETS: dict[str, Callable[..., SynthParams]] = {
     "brightfield-cells": brightfield_cells,
     "negatives": negatives,
     "any": any_preset,
+    "heldout-flat": heldout_flat,
+    "heldout-rough": heldout_rough,
 }
+#: Presets no training run draws (see heldout_flat, heldout_rough).
+HELDOUT_PRESETS = ("heldout-flat", "heldout-rough")
 
 
 def draw(name: str, rng: np.random.Generator, size: int | tuple[int, int] | None = None
