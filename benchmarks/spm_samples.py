@@ -1,7 +1,7 @@
 """The analysis on the real SPM files of ../shared/samples: counts, the profile the detector
 chose, and overlays for the docs.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/spm_samples.py [--overlays docs/img]
+    PYTHONPATH=src .venv/bin/python benchmarks/spm_samples.py [--overlays docs/img] [--model DIR]
 
 Runs :func:`particlesnn.pipeline.analyze_file` (defaults: model, auto profile, refinement) on
 the files that the issues name: the ferroelectric film with about 20 particles
@@ -28,6 +28,8 @@ FILES = {"gwy/PTO_110_Virgin0001.gwy": "about 20 particles on a film",
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--overlays", type=Path, default=None, help="write spm_<stem>.png here")
+    ap.add_argument("--model", default=None,
+                    help="model folder or shipped name to run instead of the shipped configuration")
     args = ap.parse_args(argv)
     if not SAMPLES.is_dir():
         print(f"{SAMPLES} not present: nothing to do")
@@ -35,7 +37,7 @@ def main(argv=None) -> int:
     rows = []
     for rel, expect in FILES.items():
         t = time.perf_counter()
-        r = analyze_file(SAMPLES / rel, AnalyzeOptions())
+        r = analyze_file(SAMPLES / rel, AnalyzeOptions(model=args.model))
         dt = time.perf_counter() - t
         whole = int((~r.particles["touches_border"]).sum()) if "touches_border" in r.particles else None
         prof = r.info.get("profile")
