@@ -117,6 +117,12 @@ def test_auto_profile_switches_when_the_standard_pass_is_unsure(monkeypatch):
     assert seg.info["profile"] == "textured" and "unsure" in seg.info["profile_reason"]
     assert seg.count == 3 and seg.scores.min() == pytest.approx(0.95)
 
+    # a height map in nm stays on the standard profile however unsure the pass is
+    calls.clear()
+    seg = neural.segment_model(HeightMap(img, pixel_size=(0.1, 0.1), unit="nm"), model=model)
+    assert calls == ["standard"] and seg.info["profile"] == "standard"
+    assert seg.info["profile_reason"].startswith("height map")
+
     calls.clear()
     monkeypatch.setattr(neural, "SWITCH_MEAN_SCORE", 0.5)
     model.thresholds.pop("textured_below_mean_score", None)

@@ -14,7 +14,9 @@ images) and ``"textured"`` (a strong band-pass for small particles on a bright, 
 such as HAADF-STEM of supported catalysts). ``profile="auto"`` runs the standard pass and
 switches to the textured one when the network is unsure of what it found there (mean particle
 score below the model's ``textured_below_mean_score``, calibrated on the training parts of the
-real sets by :mod:`particlesnn.training.calibrate`). Each profile decodes with its own
+real sets by :mod:`particlesnn.training.calibrate`); height maps in nm stay on the standard
+profile (the textured one outlined substrate grains on rough STM maps and helped on none we
+measured; docs/model.md), unless it is asked for. Each profile decodes with its own
 thresholds (:func:`profile_thresholds`). Particles lower than their surroundings (pits) are
 dropped; on height maps, double-tip ghosts too (:mod:`particlesnn.segment.ghosts`).
 
@@ -286,7 +288,10 @@ def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
     seg, used, upscale = run(chosen)
     mean = float(seg.info.get("certainty", np.nan))
     reason = "chosen by the user"
-    if profile == "auto":
+    if profile == "auto" and height:
+        reason = ("height map: standard profile (the textured profile is for plain images of "
+                  "small particles on a lumpy support; force it with profile 'textured')")
+    elif profile == "auto":
         if seg.count >= SWITCH_MIN_COUNT and mean < switch:
             chosen = "textured"
             reason = (f"standard pass unsure (mean candidate score {mean:.3f} < {switch:.3f}, "
