@@ -121,7 +121,7 @@ def test_auto_profile_switches_when_the_standard_pass_is_unsure(monkeypatch):
     calls.clear()
     seg = neural.segment_model(HeightMap(img, pixel_size=(0.1, 0.1), unit="nm"), model=model)
     assert calls == ["standard"] and seg.info["profile"] == "standard"
-    assert seg.info["profile_reason"].startswith("height map")
+    assert seg.info["profile_reason"].startswith("height maps stay")
 
     calls.clear()
     monkeypatch.setattr(neural, "SWITCH_MEAN_SCORE", 0.5)

@@ -289,8 +289,7 @@ def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
     mean = float(seg.info.get("certainty", np.nan))
     reason = "chosen by the user"
     if profile == "auto" and height:
-        reason = ("height map: standard profile (the textured profile is for plain images of "
-                  "small particles on a lumpy support; force it with profile 'textured')")
+        reason = "height maps stay on the standard profile unless textured is asked for"
     elif profile == "auto":
         if seg.count >= SWITCH_MIN_COUNT and mean < switch:
             chosen = "textured"
