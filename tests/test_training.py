@@ -184,5 +184,5 @@ def test_training_never_draws_the_heldout_presets():
     from particlesnn.training.data import SYNTH_PRESETS, parse_presets
 
     assert set(HELDOUT_PRESETS).isdisjoint(SYNTH_PRESETS)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="held out from training"):
         parse_presets("heldout-flat")

@@ -280,6 +280,10 @@ def parse_presets(text: str | None) -> dict[str, float] | None:
                     out[k] = v if weight is None else weight
             continue
         if name not in SYNTH_PRESETS:
+            from particlesnn.synth.presets import HELDOUT_PRESETS
+
+            if name in HELDOUT_PRESETS:
+                raise ValueError(f"preset {name!r} is held out from training (benchmarks only)")
             raise ValueError(f"unknown preset {name!r}; choose from stm, {', '.join(SYNTH_PRESETS)}")
         out[name] = SYNTH_PRESETS[name] if weight is None else weight
     if not out or not all(v >= 0 for v in out.values()) or sum(out.values()) <= 0:
