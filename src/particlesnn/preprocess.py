@@ -371,8 +371,8 @@ def polarity_score(z: np.ndarray, height: bool = False) -> float:
 
     The score is taken on the map minus its slow background (median filter over a quarter of
     the larger side; maps of 32 px or more a side; large maps are read on a regular sub-grid of
-    at most 256 x 256 px), since leftover shading can outweigh small
-    features: the pits of ``nid/image.nid`` score +0.22 raw, -0.73 after. When the score of the
+    at most 256 x 256 px), since leftover shading can outweigh small features: the pits of
+    ``nid/image.nid`` score +0.22 raw, -0.48 after (levelled). When the score of the
     raw map has the other sign and is more than 3 times larger, the raw score is returned: on
     a close-packed layer (80 % covered) the background filter turns the gaps between particles
     into the features (raw +10.5, filtered -1.8). For a height map (``height``) the raw score
