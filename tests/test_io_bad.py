@@ -268,3 +268,11 @@ def test_unexpected_reader_error_becomes_input_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(gsf, "read", broken)
     _raises(pio.read, p, r"corrupt Gwyddion Simple Field file \(error: unpack requires")
+
+
+def test_input_error_names_the_file_or_only_the_problem():
+    """One line: 'file: problem' for a file, the problem alone for an option or an array."""
+    from particlesnn.errors import InputError
+
+    assert str(InputError("data/scan.sxm", "truncated file")) == "scan.sxm: truncated file"
+    assert str(InputError(None, "--presets: unknown preset 'x'")) == "--presets: unknown preset 'x'"
