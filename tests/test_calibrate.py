@@ -49,6 +49,9 @@ def _fake_nuclei(root, n=4):
 
 
 GRID = [(0.5, 0.5, 0.0), (0.7, 0.7, 0.9)]
+# disjoint grids: the textured profile and the height maps have their own
+TEXTURED_GRID = [(0.6, 0.1, 0.8), (0.4, 0.3, 0.0)]
+HEIGHT_GRID = [(0.6, 0.6, 0.7), (0.8, 0.4, 0.95)]
 
 
 def _calibrate(tmp_path, monkeypatch, make_real, **kwargs) -> dict:
@@ -60,6 +63,8 @@ def _calibrate(tmp_path, monkeypatch, make_real, **kwargs) -> dict:
     shutil.copytree(WEIGHTS_DIR / "default", mdir)
     make_real(tmp_path / "real")
     monkeypatch.setattr(cal, "GRID", GRID)
+    monkeypatch.setattr(cal, "TEXTURED_GRID", TEXTURED_GRID)
+    monkeypatch.setattr(cal, "HEIGHT_GRID", HEIGHT_GRID)
     monkeypatch.setattr(cal, "PRESETS", ["stm-sparse"])
     th = cal.calibrate_decoding(mdir, tmp_path / "real", n_per_preset=1, size=96, **kwargs)
     saved = json.loads((mdir / "thresholds.json").read_text())
@@ -73,7 +78,7 @@ def test_calibrate_decoding_writes_thresholds_per_profile(tmp_path, monkeypatch)
     assert set(saved["cal_per_group"]) == {"synthetic"}  # no nuclei-dev under this root
     assert len(saved["cal_per_group"]["synthetic"]) == 3  # centre F1, IoU F1, size accuracy
     tex = saved["textured"]
-    assert (tex["prob_thresh"], tex["marker_thresh"], tex["min_score"]) in GRID
+    assert (tex["prob_thresh"], tex["marker_thresh"], tex["min_score"]) in TEXTURED_GRID
     assert "2 images" in tex["calibrated_on"]  # the training part only: Pd1 is held out
     assert 0.0 <= tex["cal_centre_f1"] <= 1.0
     assert "standard-height" not in saved  # no light-microscope group to separate from
@@ -83,7 +88,7 @@ def test_height_maps_get_their_own_thresholds_when_nuclei_join(tmp_path, monkeyp
     saved = _calibrate(tmp_path, monkeypatch, _fake_nuclei, n_nuclei=3)
     assert set(saved["cal_per_group"]) == {"synthetic", "nuclei-dev"}
     h = saved["standard-height"]
-    assert (h["prob_thresh"], h["marker_thresh"], h["min_score"]) in GRID
+    assert (h["prob_thresh"], h["marker_thresh"], h["min_score"]) in HEIGHT_GRID
     assert set(h["cal_per_group"]) == {"synthetic"}
     assert "textured" not in saved  # no stem-dev under this root
 
