@@ -74,9 +74,7 @@ def run_one(path: Path, repeat: int, model_dir: str | None, tile: int | None = N
     hm, _ = orient(level(read(path)), "auto")
     t1 = time.perf_counter()
     prof = neural.PROFILES[seg.info.get("profile") or "standard"]
-    net = model.for_heightmaps() if hm.unit == "nm" else model  # the model segment_model ran
-    if seg.info.get("profile") == "textured":
-        net = net.for_textured()
+    net = neural.profile_model(model, seg.info.get("profile") or "standard", hm.unit == "nm")
     factors = seg.info.get("scales") or [1.0]
     t2 = time.perf_counter()
     maps_list = neural.profile_maps(net, hm.data.astype("float32"), factors, prof["background_sigma"],

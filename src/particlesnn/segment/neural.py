@@ -197,6 +197,14 @@ def _above(labels: np.ndarray, scores: np.ndarray, factor: float, min_score: flo
     return keep_labels(labels, keep), np.asarray(scores)[keep[1:]], factor
 
 
+def profile_model(model, profile: str, height: bool = False):
+    """The model whose network runs ``profile`` (a :class:`~particlesnn.model.DetectorModel`):
+    for a height map in nm (``height``) the model's height-map model when it names one, and for
+    the textured profile that model's textured model when it names one."""
+    m = model.for_heightmaps() if height else model
+    return m.for_textured() if profile == "textured" else m
+
+
 def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
                   tile: int | None = None, min_height_nm: float = MIN_HEIGHT_NM,
                   profile: str = "auto", ghosts: bool = True) -> Segmentation:
@@ -275,11 +283,8 @@ def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
 
     switch = float(model.thresholds.get("textured_below_mean_score", SWITCH_MEAN_SCORE))
 
-    def model_for(name: str):  # the textured profile runs on the model's textured model
-        return model.for_textured() if name == "textured" else model
-
     def run(name: str):
-        m = model_for(name)
+        m = profile_model(model, name)
         sigma = PROFILES[name]["background_sigma"]
         return run_profile(lambda f: copy_maps(m, data, f, sigma, tile), name, factors(name),
                            m.thresholds, data.shape, upscale=d_px is None, height=height)
@@ -300,7 +305,7 @@ def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
             reason = f"standard pass sure enough (mean candidate score {mean:.3f} >= {switch:.3f})"
         else:
             reason = "standard pass found no particles"
-    ran = model_for(chosen)
+    ran = profile_model(model, chosen)
     th = profile_thresholds(ran.thresholds, chosen, height)
     seg.info = {**base, "model": ran.name, "profile": chosen, "profile_reason": reason, "scales": used,
                 "upscaled_because": upscale,
