@@ -257,8 +257,11 @@ def test_failed_analysis_is_reported(client, tmp_path, monkeypatch):
 def test_edits_update_counts_log_and_undo(done_image):
     client, _, iid = done_image
     post = lambda body: client.post(f"/api/images/{iid}/edits", json=body)  # noqa: E731
+    before = client.get(f"/api/images/{iid}/result").json()["summary"]
     r = post({"action": "delete", "labels": [1], "user": "ana"})
     assert r.status_code == 200 and r.json()["count"] == 3 and r.json()["summary"]["count"] == 3
+    # an edited version's summary holds the same measures as the analysis' own
+    assert set(r.json()["summary"]) == set(before) and len(before) > 3
     # add a square 10 x 10 px in an empty corner (x, y px, corner convention)
     sq = [[0, 26], [10, 26], [10, 36], [0, 36]]
     r = post({"action": "add", "polygon": sq, "user": "ana"})
