@@ -12,7 +12,7 @@ from particlesnn.training import UNet, export_onnx, predict_torch, train  # noqa
 from particlesnn.training.data import random_crop_batch, synth_sample, to_sample  # noqa: E402
 from particlesnn.training.synthgen import render_disc_field  # noqa: E402
 from particlesnn.training.targets import make_targets  # noqa: E402
-from particlesnn.training.train import loss_fn  # noqa: E402
+from particlesnn.training.train import contact_weights, loss_fn  # noqa: E402
 
 
 def test_targets_known_disc():
@@ -23,6 +23,31 @@ def test_targets_known_disc():
     assert t[0].sum() == (lab > 0).sum()
     assert t[1][10, 10] == pytest.approx(1.0) and t[1][0, 0] == 0
     assert t[2][10, 4] == 1 and t[2][10, 10] == 0
+
+
+def test_contact_weights_mark_where_two_particles_touch_only():
+    lab = np.zeros((20, 30), np.int32)
+    lab[5:15, 3:10] = 1          # alone
+    lab[5:15, 14:20] = 2         # 2 and 3 touch along columns 19 | 20
+    lab[5:15, 20:26] = 3
+    y = torch.from_numpy(make_targets(lab)[None])
+    w = contact_weights(y, 4.0)[0].numpy()
+    assert w.min() == 1.0 and w.max() == 5.0
+    heavy = w > 1
+    cols = np.flatnonzero(heavy.any(axis=0))
+    assert cols.min() >= 18 and cols.max() <= 21          # around the contact line only
+    assert not heavy[:, :12].any()                         # the lone particle keeps weight 1
+    assert heavy[8, 19] and heavy[8, 20]                   # both sides of the contact
+    assert (contact_weights(y, 0.0) == 1).all()
+    # the weighted loss is the plain one when the weight is 0, and weighs the contact more
+    logits = torch.zeros((1, 3, 20, 30))
+    plain, _ = loss_fn(logits, y)
+    assert float(loss_fn(logits, y, 0.0)[0]) == pytest.approx(float(plain))
+    wrong = logits.clone()
+    wrong[0, 0, 5:15, 19:21] = -8.0  # background predicted across the contact
+    d_plain = float(loss_fn(wrong, y)[0]) - float(plain)
+    d_weighted = float(loss_fn(wrong, y, 4.0)[0]) - float(loss_fn(logits, y, 4.0)[0])
+    assert d_weighted > 2 * d_plain > 0
 
 
 def test_loss_decreases_and_onnx_matches(tmp_path):

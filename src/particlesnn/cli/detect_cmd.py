@@ -125,6 +125,9 @@ def train(
     compile_: bool = typer.Option(
         False, "--compile", help="torch.compile the training steps (~20 % faster; needs a C++ "
                                  "compiler, else eager)."),
+    contact_weight: float = typer.Option(
+        0.0, help="Extra loss weight on pixels where touching particles meet (0: unweighted; "
+                  "e.g. 5 stresses splitting)."),
     registry: Optional[Path] = typer.Option(
         None, help="Model registry folder (default ~/.particlesnn/models or $PARTICLESNN_MODELS)."),
     register: bool = typer.Option(
@@ -147,13 +150,16 @@ def train(
         raise InputError(None, f"--presets: {err}") from None
     if preset_weights and from_:
         raise InputError(None, "--presets applies to training on synthetic images, not with --from")
+    if contact_weight and from_:
+        raise InputError(None, "--contact-weight applies to training with --data, not with --from")
     if not from_:
         training.train(data, out, minutes=minutes, epochs=epochs, resume=resume, finetune=finetune,
                        n_synth=3000 if n_synth is None else n_synth, batch=batch, crop=crop,
                        threads=threads, seed=seed, lr=2e-3 if lr is None else lr,
                        real_fraction=0.25 if real_fraction is None else real_fraction,
                        widths=(width, 2 * width, 4 * width, 8 * width),
-                       pool_first=pool_first, compile=compile_, presets=preset_weights)
+                       pool_first=pool_first, compile=compile_, presets=preset_weights,
+                       contact_weight=contact_weight)
         return
     from particlesnn.model import registry as reg
     from particlesnn.training import finetune as ft
