@@ -53,17 +53,15 @@ def loss_fn(logits: torch.Tensor, y: torch.Tensor,
     """
     logits = logits.float()
     fg, dist, bnd = y[:, 0], y[:, 1], y[:, 2]
-    if contact_weight:
-        w = contact_weights(y, contact_weight)
-        wsum = w.sum()
-        l_fg = (F.binary_cross_entropy_with_logits(logits[:, 0], fg, reduction="none") * w).sum() / wsum
-        l_d = ((torch.sigmoid(logits[:, 1]) - dist) ** 2 * w).sum() / wsum
-        l_b = (F.binary_cross_entropy_with_logits(logits[:, 2], bnd, pos_weight=torch.tensor(3.0),
-                                                  reduction="none") * w).sum() / wsum
-    else:
-        l_fg = F.binary_cross_entropy_with_logits(logits[:, 0], fg)
-        l_d = F.mse_loss(torch.sigmoid(logits[:, 1]), dist)
-        l_b = F.binary_cross_entropy_with_logits(logits[:, 2], bnd, pos_weight=torch.tensor(3.0))
+    w = contact_weights(y, contact_weight) if contact_weight else None
+
+    def mean(per_pixel: torch.Tensor) -> torch.Tensor:
+        return per_pixel.mean() if w is None else (per_pixel * w).sum() / w.sum()
+
+    l_fg = mean(F.binary_cross_entropy_with_logits(logits[:, 0], fg, reduction="none"))
+    l_d = mean((torch.sigmoid(logits[:, 1]) - dist) ** 2)
+    l_b = mean(F.binary_cross_entropy_with_logits(logits[:, 2], bnd, pos_weight=torch.tensor(3.0),
+                                                  reduction="none"))
     total = l_fg + 2.0 * l_d + 0.5 * l_b
     return total, {"fg": float(l_fg.detach()), "dist": float(l_d.detach()), "bnd": float(l_b.detach())}
 
