@@ -211,3 +211,70 @@ def test_training_never_draws_the_heldout_presets():
     assert set(HELDOUT_PRESETS).isdisjoint(SYNTH_PRESETS)
     with pytest.raises(ValueError, match="held out from training"):
         parse_presets("heldout-flat")
+
+
+def test_upsample_labels_keeps_shapes_and_areas():
+    from particlesnn.training.targets import upsample_labels
+
+    yy, xx = np.mgrid[0:40, 0:40]
+    lab = np.zeros((40, 40), np.int32)
+    lab[(yy - 15) ** 2 + (xx - 12) ** 2 <= 40] = 1
+    lab[(yy - 15) ** 2 + (xx - 24) ** 2 <= 36] = 2      # touches 1
+    lab[30, 30] = 3                                     # a one-pixel particle
+    up = upsample_labels(lab, 2)
+    assert up.shape == (80, 80)
+    for k in (1, 2, 3):
+        assert abs((up == k).sum() - 4 * (lab == k).sum()) <= 0.05 * 4 * (lab == k).sum()
+    # every enlarged pixel keeps the label of the pixel it lies in, except along outlines
+    assert (up == np.kron(lab, np.ones((2, 2), np.int32))).mean() > 0.97
+    # smooth outline: a disc's enlarged outline is closer to a circle than pixel repetition
+    assert (up == 3).sum() == 4 and np.array_equal(upsample_labels(lab, 1), lab)
+
+
+def test_finer_maps_start_as_the_coarse_maps_and_export(tmp_path):
+    """out_scale 2: a 1x model's head widened gives its maps enlarged by repetition; the
+    model trains on targets twice as fine; ONNX (tiled or not) matches torch."""
+    from particlesnn.model import load_model, predict_maps
+    from particlesnn.training.net import widen_head
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    coarse = UNet((8, 16, 32, 64)).eval()
+    fine = UNet((8, 16, 32, 64), out_scale=2)
+    fine.load_state_dict(widen_head(coarse.state_dict(), 2))
+    fine.eval()
+    x = torch.randn(1, 1, 32, 40)
+    with torch.no_grad():
+        a, b = coarse(x), fine(x)
+    assert b.shape == (1, 3, 64, 80)
+    np.testing.assert_allclose(b.numpy(), a.repeat_interleave(2, 2).repeat_interleave(2, 3).numpy(),
+                               atol=1e-5)
+    rng = np.random.default_rng(0)
+    samples = [to_sample(*render_disc_field(96, 12, 24, seed=i), source="discs", scale=2)
+               for i in range(2)]
+    assert samples[0].scale == 2 and samples[0].targets.shape == (3, 192, 192)
+    xb, yb = random_crop_batch(samples, rng, 4, 64)
+    assert xb.shape == (4, 1, 64, 64) and yb.shape == (4, 3, 128, 128)
+    fine.train()
+    opt = torch.optim.Adam(fine.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(20):
+        loss, _ = loss_fn(fine(torch.from_numpy(xb)), torch.from_numpy(yb))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.8 * losses[0]
+    m = load_model(export_onnx(fine, tmp_path / "m"))
+    assert m.out_scale == 2
+    img = np.tile(samples[0].image, (2, 2))[:184, :192]  # multiples of 8: no padding
+    whole = predict_maps(m, img, normalised=True)
+    tiled = predict_maps(m, img, normalised=True, tile=136, margin=64)
+    ref = predict_torch(fine, img)
+    for k in ("prob", "dist", "boundary"):
+        assert whole[k].shape == (368, 384)
+        np.testing.assert_allclose(whole[k], ref[k], atol=1e-4)
+        np.testing.assert_allclose(tiled[k], whole[k], atol=1e-4)
+    with pytest.raises(ValueError, match="target scales"):
+        random_crop_batch(samples + [to_sample(np.zeros((64, 64)), np.zeros((64, 64)), "x")],
+                          np.random.default_rng(1), 16, 32)

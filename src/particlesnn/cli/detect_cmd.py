@@ -128,6 +128,10 @@ def train(
     contact_weight: float = typer.Option(
         0.0, help="Extra loss weight on pixels where touching particles meet (0: unweighted; "
                   "5 raised recall but shrank outlines on height maps: docs/model.md)."),
+    out_scale: Optional[int] = typer.Option(
+        None, help="Maps this many times finer than the image (1 or 2; default: the starting "
+                   "model's, else 1): 2 sees small particles as an image enlarged by 2 would, "
+                   "at about the cost of the image itself (docs/model.md)."),
     registry: Optional[Path] = typer.Option(
         None, help="Model registry folder (default ~/.particlesnn/models or $PARTICLESNN_MODELS)."),
     register: bool = typer.Option(
@@ -152,6 +156,11 @@ def train(
         raise InputError(None, "--presets applies to training on synthetic images, not with --from")
     if contact_weight and from_:
         raise InputError(None, "--contact-weight applies to training with --data, not with --from")
+    if out_scale is not None and from_:
+        raise InputError(None, "--out-scale applies to training with --data, not with --from "
+                               "(a fine-tune keeps its starting model's)")
+    if out_scale is not None and out_scale not in (1, 2):
+        raise InputError(None, f"--out-scale must be 1 or 2, got {out_scale}")
     if not from_:
         training.train(data, out, minutes=minutes, epochs=epochs, resume=resume, finetune=finetune,
                        n_synth=3000 if n_synth is None else n_synth, batch=batch, crop=crop,
@@ -159,7 +168,7 @@ def train(
                        real_fraction=0.25 if real_fraction is None else real_fraction,
                        widths=(width, 2 * width, 4 * width, 8 * width),
                        pool_first=pool_first, compile=compile_, presets=preset_weights,
-                       contact_weight=contact_weight)
+                       contact_weight=contact_weight, out_scale=out_scale)
         return
     from particlesnn.model import registry as reg
     from particlesnn.training import finetune as ft

@@ -4,7 +4,8 @@ A model is a folder in the StarDist style:
 
 * ``config.json``      ``{"name", "outputs": ["prob", "dist", "boundary"], "stride": 8,
   "normalise": {"p_lo": 1.0, "p_hi": 99.5}, "train": {...}}``;
-* ``model.onnx``       input ``image`` (N, 1, H, W) float32, output ``maps`` (N, 3, H, W) logits;
+* ``model.onnx``       input ``image`` (N, 1, H, W) float32, output ``maps`` (N, 3, s H, s W)
+  logits, ``s`` the config's ``"out_scale"`` (1 when absent; 2: maps twice as fine as the image);
 * ``thresholds.json``  decoding thresholds (``prob_thresh``, ``marker_thresh``, ``min_area``,
   ``min_score``; an entry per profile, e.g. ``"textured": {...}``, overrides them for that
   profile) and the profile switch (``textured_below_mean_score``).
@@ -51,6 +52,11 @@ class DetectorModel:
     def stride(self) -> int:
         """Input height and width must be multiples of this, px."""
         return int(self.config.get("stride", 8))
+
+    @property
+    def out_scale(self) -> int:
+        """How many times finer than the input the network's maps are (config ``out_scale``)."""
+        return int(self.config.get("out_scale", 1))
 
     def linked(self, key: str) -> "DetectorModel":
         """The model named by the config's ``key`` (``"height_model"`` or ``"textured_model"``:
@@ -160,13 +166,20 @@ def _sigmoid_inplace(z: np.ndarray) -> np.ndarray:
 
 
 def _run(model: DetectorModel, x: np.ndarray) -> np.ndarray:
-    """Raw logits (3, h, w) for one normalised tile whose sides are multiples of the stride."""
+    """Raw logits (3, s h, s w) for one normalised tile whose sides are multiples of the
+    stride (``s`` = ``model.out_scale``)."""
     out = model.session.run(None, {"image": x[None, None].astype(np.float32)})[0]
     return out[0]
 
 
+def block_mean(maps: np.ndarray, f: int) -> np.ndarray:
+    """(3, f h, f w) maps -> (3, h, w): the mean of each f x f block."""
+    c, h, w = maps.shape
+    return maps.reshape(c, h // f, f, w // f, f).mean(axis=(2, 4), dtype=np.float32)
+
+
 def predict_maps(model: DetectorModel, image2d: np.ndarray, *, normalised: bool = False,
-                 tile: int = 1024, margin: int = 64) -> dict:
+                 tile: int = 1024, margin: int = 64, coarse: bool = False) -> dict:
     """Run the network over a 2D image, in overlapping tiles when it is large.
 
     Parameters
@@ -179,11 +192,14 @@ def predict_maps(model: DetectorModel, image2d: np.ndarray, *, normalised: bool 
     margin : context added on each side of a tile and discarded after inference, px
         (rounded up to the stride). With the default 64 px (more than the network's receptive
         radius) the stitched maps equal whole-image inference up to float rounding.
+    coarse : for a model whose maps are finer than its input (``out_scale`` > 1), return them
+        on the input's grid (each tile's maps averaged over ``out_scale`` x ``out_scale``
+        blocks, so the fine maps of a large image are never held whole).
 
     Returns
     -------
-    dict of float32 maps with the input's shape: ``"prob"``, ``"dist"``, ``"boundary"``
-    (all in [0, 1]).
+    dict of float32 maps: ``"prob"``, ``"dist"``, ``"boundary"`` (all in [0, 1]), with the
+    input's shape times ``model.out_scale`` (the input's shape for a 1x model or ``coarse``).
     """
     img = np.asarray(image2d)
     if img.ndim != 2 or img.size == 0:
@@ -200,20 +216,31 @@ def predict_maps(model: DetectorModel, image2d: np.ndarray, *, normalised: bool 
     H, W = x.shape
     tile = max(s, (int(tile) // s) * s)
     margin = int(np.ceil(margin / s) * s)
+    f = model.out_scale
+    shrink = coarse and f > 1
+
+    def run(tile_x: np.ndarray) -> np.ndarray:  # logits, or probabilities on the input's grid
+        out = _run(model, tile_x)
+        return block_mean(_sigmoid_inplace(out), f) if shrink else out
+
+    g = 1 if shrink else f  # output pixels per input pixel
     if H <= tile and W <= tile:
-        logits = _run(model, x)
+        maps = run(x)
     else:
         core = max(s, tile - 2 * margin)
-        logits = np.empty((3, H, W), np.float32)
+        maps = np.empty((3, g * H, g * W), np.float32)
         for y0 in range(0, H, core):
             for x0 in range(0, W, core):
                 y1, x1 = min(y0 + core, H), min(x0 + core, W)
                 ty0, tx0 = max(0, y0 - margin), max(0, x0 - margin)
                 ty1, tx1 = min(H, y1 + margin), min(W, x1 + margin)
-                out = _run(model, x[ty0:ty1, tx0:tx1])
-                logits[:, y0:y1, x0:x1] = out[:, y0 - ty0:y1 - ty0, x0 - tx0:x1 - tx0]
-    logits = logits[:, :rows, :cols]
-    return {name: _sigmoid_inplace(np.ascontiguousarray(logits[i])) for i, name in enumerate(OUTPUTS)}
+                out = run(x[ty0:ty1, tx0:tx1])
+                maps[:, g * y0:g * y1, g * x0:g * x1] = out[:, g * (y0 - ty0):g * (y1 - ty0),
+                                                            g * (x0 - tx0):g * (x1 - tx0)]
+    maps = maps[:, :g * rows, :g * cols]
+    if shrink:
+        return {name: np.ascontiguousarray(maps[i]) for i, name in enumerate(OUTPUTS)}
+    return {name: _sigmoid_inplace(np.ascontiguousarray(maps[i])) for i, name in enumerate(OUTPUTS)}
 
 
-__all__ = ["DetectorModel", "load_model", "normalise", "predict_maps", "WEIGHTS_DIR"]
+__all__ = ["DetectorModel", "block_mean", "load_model", "normalise", "predict_maps", "WEIGHTS_DIR"]

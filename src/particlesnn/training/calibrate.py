@@ -68,14 +68,9 @@ class _Item:
         self.factors = [f for f in PROFILES[profile]["scales"]
                         if f == 1.0 or min(z.shape) * f >= MIN_WORK_SIDE]
         self.profile = profile
-        self._maps: dict[float, dict] = {}
+        from particlesnn.segment.neural import MapsOf
 
-    def maps(self, f: float) -> dict:
-        from particlesnn.segment.neural import copy_maps
-
-        if f not in self._maps:
-            self._maps[f] = copy_maps(self.model, self.z, f, self.sigma)
-        return self._maps[f]
+        self.maps = MapsOf(model, z, self.sigma)
 
     def segment(self, th: dict):
         from particlesnn.segment.neural import run_profile

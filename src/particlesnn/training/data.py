@@ -28,26 +28,35 @@ import numpy as np
 
 from particlesnn.model import normalise
 from particlesnn.training.synthgen import generate_sample
-from particlesnn.training.targets import make_targets
+from particlesnn.training.targets import make_targets, upsample_labels
 
 IMAGE_EXT = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".npy")
 
 
 @dataclass
 class Sample:
-    """One training image: normalised float32 image, uint8 targets (3, rows, cols) x 255."""
+    """One training image: normalised float32 image, uint8 targets x 255: (3, rows, cols), or
+    (3, s rows, s cols) for a network whose maps are ``s`` times finer (:attr:`scale`)."""
 
     image: np.ndarray
     targets: np.ndarray
     source: str
 
+    @property
+    def scale(self) -> int:
+        """How many times finer the targets are than the image (1 or the network's out_scale)."""
+        return self.targets.shape[1] // self.image.shape[0]
 
-def to_sample(image: np.ndarray, labels: np.ndarray, source: str, invert: bool = False) -> Sample:
-    """Normalise an image and compute its targets (stored as uint8 0..255)."""
+
+def to_sample(image: np.ndarray, labels: np.ndarray, source: str, invert: bool = False,
+              scale: int = 1) -> Sample:
+    """Normalise an image and compute its targets (stored as uint8 0..255), ``scale`` times
+    finer than the image (:func:`~particlesnn.training.targets.upsample_labels`) for a
+    network with that ``out_scale``."""
     img = np.asarray(image, np.float32)
     if invert:
         img = -img
-    t = make_targets(np.asarray(labels, np.int32))
+    t = make_targets(upsample_labels(labels, scale) if scale != 1 else np.asarray(labels, np.int32))
     return Sample(normalise(img), np.round(t * 255).astype(np.uint8), source)
 
 
@@ -79,7 +88,8 @@ def _split(ids: list[str], part: str) -> list[str]:
     return [i for k, i in enumerate(ids) if (k % 4 == 0) == (part == "val")]
 
 
-def load_label_folder(folder: Path, part: str = "train", limit: int | None = None) -> list[Sample]:
+def load_label_folder(folder: Path, part: str = "train", limit: int | None = None,
+                      scale: int = 1) -> list[Sample]:
     """Samples from ``folder/images`` + ``folder/labels`` (same stems); ``part`` in
     ``"train"``, ``"val"`` (every 4th sorted id), ``"all"``."""
     folder = Path(folder)
@@ -95,7 +105,7 @@ def load_label_folder(folder: Path, part: str = "train", limit: int | None = Non
     if limit:
         ids = ids[:limit]
     return [to_sample(_grey(_read_image(imgs[i])), _read_image(labs[i]), f"{folder.name}/{i}",
-                      invert=i in dark) for i in ids]
+                      invert=i in dark, scale=scale) for i in ids]
 
 
 #: Median box side (px) YOLO training images are resampled to.
@@ -135,7 +145,8 @@ def boxes_to_labels(xyxy: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return labels
 
 
-def load_yolo_folder(folder: Path, part: str = "train", limit: int | None = None) -> list[Sample]:
+def load_yolo_folder(folder: Path, part: str = "train", limit: int | None = None,
+                     scale: int = 1) -> list[Sample]:
     """Samples from a YOLO box folder (weak labels; see the module docstring)."""
     import cv2
 
@@ -160,11 +171,13 @@ def load_yolo_folder(folder: Path, part: str = "train", limit: int | None = None
             for x in range(0, max(1, img.shape[1] - t // 2), t):
                 lab = labels[y:y + t, x:x + t]
                 if lab.max() > 0:
-                    out.append(to_sample(img[y:y + t, x:x + t], lab, f"{folder.name}/{i}@{y},{x}"))
+                    out.append(to_sample(img[y:y + t, x:x + t], lab, f"{folder.name}/{i}@{y},{x}",
+                                         scale=scale))
     return out
 
 
-def load_synth_folder(folder: Path, part: str = "train", limit: int | None = None) -> list[Sample]:
+def load_synth_folder(folder: Path, part: str = "train", limit: int | None = None,
+                      scale: int = 1) -> list[Sample]:
     """Samples from a folder written by ``particlesnn synth``: ``S.labels.tif`` + ``S.<ext>``."""
     folder = Path(folder)
     stems = sorted(p.name[: -len(".labels.tif")] for p in folder.glob("*.labels.tif"))
@@ -183,11 +196,13 @@ def load_synth_folder(folder: Path, part: str = "train", limit: int | None = Non
             data = _grey(_read_image(src))
         import tifffile
 
-        out.append(to_sample(data, tifffile.imread(folder / f"{s}.labels.tif"), f"{folder.name}/{s}"))
+        out.append(to_sample(data, tifffile.imread(folder / f"{s}.labels.tif"), f"{folder.name}/{s}",
+                             scale=scale))
     return out
 
 
-def load_coco(path: Path, part: str = "train", limit: int | None = None) -> list[Sample]:
+def load_coco(path: Path, part: str = "train", limit: int | None = None,
+              scale: int = 1) -> list[Sample]:
     """Samples from a COCO instance-segmentation JSON file."""
     from pycocotools import mask as mask_utils
 
@@ -215,23 +230,25 @@ def load_coco(path: Path, part: str = "train", limit: int | None = None) -> list
             else:
                 continue
             labels[mask_utils.decode(rle).astype(bool)] = k
-        out.append(to_sample(img, labels, f"{path.name}/{iid}"))
+        out.append(to_sample(img, labels, f"{path.name}/{iid}", scale=scale))
     return out
 
 
-def load_source(path: str | Path, part: str = "train", limit: int | None = None) -> list[Sample]:
-    """Samples from one ``--data`` argument (kind recognised from its layout)."""
+def load_source(path: str | Path, part: str = "train", limit: int | None = None,
+                scale: int = 1) -> list[Sample]:
+    """Samples from one ``--data`` argument (kind recognised from its layout); ``scale`` as
+    :func:`to_sample`."""
     p = Path(path)
     if p.is_file() and p.suffix.lower() == ".json":
-        return load_coco(p, part, limit)
+        return load_coco(p, part, limit, scale)
     if (p / "images").is_dir() and (p / "labels").is_dir():
         if any(p.joinpath("labels").glob("*.txt")):
-            return load_yolo_folder(p, part, limit)
-        return load_label_folder(p, part, limit)
+            return load_yolo_folder(p, part, limit, scale)
+        return load_label_folder(p, part, limit, scale)
     if p.is_dir() and any(p.glob("*.labels.tif")):
-        return load_synth_folder(p, part, limit)
+        return load_synth_folder(p, part, limit, scale)
     if p.is_dir() and any(p.glob("*.json")):
-        return [s for j in sorted(p.glob("*.json")) for s in load_coco(j, part, limit)]
+        return [s for j in sorted(p.glob("*.json")) for s in load_coco(j, part, limit, scale)]
     raise ValueError(f"{p}: not a training data source (synth folder, images/+labels/, COCO JSON)")
 
 
@@ -292,12 +309,12 @@ def parse_presets(text: str | None) -> dict[str, float] | None:
 
 
 def synth_sample(seed: int, size: int = 256, p_package: float = 0.6,
-                 presets: dict[str, float] | None = None) -> Sample:
+                 presets: dict[str, float] | None = None, scale: int = 1) -> Sample:
     """One synthetic sample: from :mod:`particlesnn.synth` (a random preset of ``presets``,
     name -> weight, default :data:`SYNTH_PRESETS`; probability ``p_package`` when available)
     or the built-in generator. Images are oriented with particles bright (as
     :func:`particlesnn.preprocess.orient` would); a share :data:`P_INVERT` is inverted (dark
-    particles)."""
+    particles). ``scale`` as :func:`to_sample`."""
     rng = np.random.default_rng(seed)
     gen = _synth_package_generate() if p_package > 0 else None
     img = labels = None
@@ -326,19 +343,19 @@ def synth_sample(seed: int, size: int = 256, p_package: float = 0.6,
     if img is None:
         img, labels = generate_sample(rng, size)
         src = "synthgen"
-    return to_sample(img, labels, src, invert=rng.random() < P_INVERT)
+    return to_sample(img, labels, src, invert=rng.random() < P_INVERT, scale=scale)
 
 
 def _pool_worker(args):
-    seed, size, p_package, presets = args
-    return synth_sample(seed, size, p_package, presets)
+    seed, size, p_package, presets, scale = args
+    return synth_sample(seed, size, p_package, presets, scale)
 
 
 def synth_pool(n: int, seed: int, size: int = 256, workers: int = 2, p_package: float = 0.6,
-               presets: dict[str, float] | None = None) -> list[Sample]:
+               presets: dict[str, float] | None = None, scale: int = 1) -> list[Sample]:
     """``n`` synthetic samples made in ``workers`` processes (seeds ``seed``..``seed+n-1``;
-    ``presets`` as :func:`synth_sample`)."""
-    args = [(seed + i, size, p_package, presets) for i in range(n)]
+    ``presets`` and ``scale`` as :func:`synth_sample`)."""
+    args = [(seed + i, size, p_package, presets, scale) for i in range(n)]
     if workers <= 1 or n < 8:
         return [_pool_worker(a) for a in args]
     import multiprocessing as mp
@@ -348,7 +365,7 @@ def synth_pool(n: int, seed: int, size: int = 256, workers: int = 2, p_package: 
 
 
 def synth_stream(n: int, seed: int, size: int = 256, workers: int = 1, p_package: float = 0.6,
-                 presets: dict[str, float] | None = None):
+                 presets: dict[str, float] | None = None, scale: int = 1):
     """Generate ``n`` synthetic samples in the background (``workers`` processes).
 
     Returns ``(pool, iterator)``: ``iterator.next(timeout=0)`` gives the next finished sample or
@@ -358,7 +375,7 @@ def synth_stream(n: int, seed: int, size: int = 256, workers: int = 1, p_package
     import multiprocessing as mp
 
     pool = mp.get_context("fork").Pool(max(1, workers))
-    it = pool.imap_unordered(_pool_worker, [(seed + i, size, p_package, presets) for i in range(n)],
+    it = pool.imap_unordered(_pool_worker, [(seed + i, size, p_package, presets, scale) for i in range(n)],
                              chunksize=1)
     return pool, it
 
@@ -373,16 +390,20 @@ def random_crop_batch(samples: list[Sample], rng: np.random.Generator, batch: in
                       crop: int, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A batch of augmented crops.
 
-    Returns ``x`` (batch, 1, crop, crop) float32 and ``y`` (batch, 3, crop, crop) float32 in
-    [0, 1]. Augmentation: random crop (padded when smaller), flips, 90-degree rotations, the
+    Returns ``x`` (batch, 1, crop, crop) float32 and ``y`` (batch, 3, s crop, s crop) float32
+    in [0, 1], ``s`` the samples' :attr:`Sample.scale` (all alike). Augmentation: random crop (padded when smaller), flips, 90-degree rotations, the
     background removal of inference (:data:`BACKGROUND_SIGMAS`: the crop minus its Gaussian
     blur, renormalised), contrast gamma / scale / offset, extra noise.
     """
     import cv2
 
-    xs = np.zeros((batch, 1, crop, crop), np.float32)
-    ys = np.zeros((batch, 3, crop, crop), np.float32)
     idx = rng.choice(len(samples), size=batch, p=weights)
+    sc = {samples[i].scale for i in idx}
+    if len(sc) != 1:
+        raise ValueError(f"training samples mix target scales {sorted(sc)}")
+    f = sc.pop()
+    xs = np.zeros((batch, 1, crop, crop), np.float32)
+    ys = np.zeros((batch, 3, f * crop, f * crop), np.float32)
     for b, i in enumerate(idx):
         s = samples[i]
         img, t = s.image, s.targets
@@ -390,12 +411,12 @@ def random_crop_batch(samples: list[Sample], rng: np.random.Generator, batch: in
         if h < crop or w < crop:
             ph, pw = max(0, crop - h), max(0, crop - w)
             img = np.pad(img, ((0, ph), (0, pw)), mode="reflect" if min(h, w) > max(ph, pw) else "edge")
-            t = np.pad(t, ((0, 0), (0, ph), (0, pw)))
+            t = np.pad(t, ((0, 0), (0, f * ph), (0, f * pw)))
             h, w = img.shape
         y0 = rng.integers(0, h - crop + 1)
         x0 = rng.integers(0, w - crop + 1)
         im = img[y0:y0 + crop, x0:x0 + crop].astype(np.float32)
-        tt = t[:, y0:y0 + crop, x0:x0 + crop].astype(np.float32) / 255.0
+        tt = t[:, f * y0:f * (y0 + crop), f * x0:f * (x0 + crop)].astype(np.float32) / 255.0
         k = rng.integers(4)
         im, tt = np.rot90(im, k), np.rot90(tt, k, axes=(1, 2))
         if rng.random() < 0.5:

@@ -65,15 +65,16 @@ def resample(image: np.ndarray, labels: np.ndarray, scale: float) -> tuple[np.nd
     return img, lab
 
 
-def user_samples(dataset: str | Path, part: str = "train") -> list[Sample]:
+def user_samples(dataset: str | Path, part: str = "train", scale: int = 1) -> list[Sample]:
     """Training samples from a data set (``part``: ``"train"``, ``"heldout"``, ``"all"``),
-    resampled by :func:`training_scale`."""
+    resampled by :func:`training_scale`; targets ``scale`` times finer (the network's
+    ``out_scale``, :func:`~particlesnn.training.data.to_sample`)."""
     from particlesnn.model.registry import read_dataset
 
     out = []
     for it in read_dataset(dataset, part):
         img, lab = resample(it["image"], it["labels"], training_scale(it["labels"]))
-        out.append(to_sample(img, lab, f"user/{it['name']}"))
+        out.append(to_sample(img, lab, f"user/{it['name']}", scale=scale))
     return out
 
 
@@ -136,17 +137,19 @@ def finetune(datasets: list[str | Path], out: str | Path, *, base: str | Path | 
     """
     from particlesnn.training.train import load_checkpoint, resolve_weights, train
 
+    shipped = shipped_start(datasets) if base in (None, "shipped") else None
+    start = resolve_weights(shipped or base)
+    # fail early (InputError) on an unusable starting point; its maps' scale sets the targets'
+    scale = load_checkpoint(start)[0].out_scale
     samples: list[Sample] = []
     val: list[Sample] = []
     for d in datasets:
-        samples += user_samples(d, "train")
-        val += user_samples(d, "heldout")
+        samples += user_samples(d, "train", scale)
+        val += user_samples(d, "heldout", scale)
     if not samples:
         raise InputError(datasets[0] if datasets else None,
                          "no training image: a data set needs at least 2 corrected images "
                          "(every 4th is held out for evaluation)")
-    shipped = shipped_start(datasets) if base in (None, "shipped") else None
-    start = resolve_weights(shipped or base)
     base_dir = start.parent
     th = None
     if (base_dir / "thresholds.json").is_file():
@@ -155,7 +158,6 @@ def finetune(datasets: list[str | Path], out: str | Path, *, base: str | Path | 
         n_synth = min(int(n_synth), max(4 * batch, round(60 * minutes)))
     if workers is None:
         workers = max(1, min(2, os.cpu_count() or 1))
-    load_checkpoint(start)  # fail early (InputError) on an unusable starting point
     folder = train(list(data or []), out, minutes=None if epochs else minutes, epochs=epochs,
                    finetune=start, n_synth=n_synth, crop=crop, batch=batch, lr=lr,
                    real_fraction=real_fraction, threads=threads, workers=workers, seed=seed + 17,

@@ -1,6 +1,6 @@
 """The detector network: a small U-Net with three output maps (torch).
 
-Outputs, per pixel (all at the input's resolution):
+Outputs, per pixel (at the input's resolution, or ``out_scale`` times finer: see :class:`UNet`):
 
 * channel 0: foreground logit (sigmoid -> probability that the pixel is on a particle);
 * channel 1: normalised distance logit (sigmoid -> distance to the particle's boundary divided
@@ -34,13 +34,20 @@ class _Block(nn.Sequential):
 class UNet(nn.Module):
     """U-Net with ``widths`` channels per level (16-32-64-128: 482 k parameters).
 
-    ``forward(x)`` takes ``(N, 1, H, W)`` float and returns ``(N, 3, H, W)`` logits
-    (foreground, normalised distance, boundary); ``H`` and ``W`` multiples of 8 px.
+    ``forward(x)`` takes ``(N, 1, H, W)`` float and returns ``(N, 3, s H, s W)`` logits
+    (foreground, normalised distance, boundary) with ``s = out_scale``; ``H`` and ``W``
+    multiples of 8 px. With ``out_scale`` 2 the last 1 x 1 convolution gives 4 values per
+    map and input pixel, rearranged into 2 x 2 output pixels (sub-pixel convolution,
+    ``PixelShuffle``): the maps are as fine as those of the image enlarged by 2 for about the
+    cost of the image itself (small particles need the finer maps; docs/model.md).
     """
 
-    def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 128)):
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 128), out_scale: int = 1):
         super().__init__()
         self.widths = tuple(int(w) for w in widths)
+        self.out_scale = int(out_scale)
+        if self.out_scale < 1:
+            raise ValueError(f"out_scale must be 1 or more, got {out_scale}")
         w = self.widths
         self.enc = nn.ModuleList()
         cin = 1
@@ -53,7 +60,9 @@ class UNet(nn.Module):
         for i in range(len(w) - 1, 0, -1):
             self.up.append(nn.ConvTranspose2d(w[i], w[i - 1], 2, stride=2))
             self.dec.append(_Block(2 * w[i - 1], w[i - 1]))
-        self.head = nn.Conv2d(w[0], 3, 1)
+        s = self.out_scale
+        self.head = nn.Conv2d(w[0], 3 * s * s, 1)
+        self.shuffle = nn.PixelShuffle(s) if s > 1 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         skips = []
@@ -65,7 +74,23 @@ class UNet(nn.Module):
         for up, dec in zip(self.up, self.dec):
             x = up(x)
             x = dec(torch.cat([x, skips.pop()], dim=1))
-        return self.head(x)
+        return self.shuffle(self.head(x))
+
+
+def widen_head(state: dict, out_scale: int) -> dict:
+    """A 1x U-Net's ``state_dict`` adapted to ``out_scale``: each output map's 1 x 1 head is
+    repeated for the ``out_scale**2`` sub-pixels, so the new network starts from the old one's
+    maps enlarged by pixel repetition (fine-tuning then learns the sub-pixel detail)."""
+    s = int(out_scale)
+    state = dict(state)
+    w, b = state["head.weight"], state["head.bias"]
+    if w.shape[0] == 3 * s * s:
+        return state
+    if w.shape[0] != 3:
+        raise ValueError(f"head has {w.shape[0]} outputs: neither 3 (1x) nor {3 * s * s}")
+    state["head.weight"] = w.repeat_interleave(s * s, dim=0)
+    state["head.bias"] = b.repeat_interleave(s * s, dim=0)
+    return state
 
 
 def count_parameters(model: nn.Module) -> int:

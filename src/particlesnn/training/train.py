@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from particlesnn.training.data import Sample, load_source, random_crop_batch, synth_pool, synth_stream
-from particlesnn.training.net import STRIDE, UNet, count_parameters
+from particlesnn.training.net import STRIDE, UNet, count_parameters, widen_head
 
 CKPT = "checkpoint.pt"
 
@@ -76,7 +76,7 @@ def _lr(base: float, frac: float) -> float:
 def _save(path: Path, model, opt, state: dict) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({"model": model.state_dict(), "opt": opt.state_dict() if opt else None,
-                "widths": list(model.widths), "state": state}, tmp)
+                "widths": list(model.widths), "out_scale": model.out_scale, "state": state}, tmp)
     tmp.replace(path)
 
 
@@ -85,7 +85,8 @@ WEIGHTS_NPZ = "weights.npz"
 
 
 def save_weights_npz(model: UNet, path: str | Path) -> Path:
-    """Write ``model.state_dict()`` as float32 numpy arrays (``.npz``) plus ``__widths__``.
+    """Write ``model.state_dict()`` as float32 numpy arrays (``.npz``) plus ``__widths__`` and
+    ``__out_scale__``.
 
     Batch-norm statistics are kept (unlike the ONNX file, where they are folded into the
     convolutions), so fine-tuning can start from it. About 4 bytes per parameter
@@ -94,6 +95,7 @@ def save_weights_npz(model: UNet, path: str | Path) -> Path:
     path = Path(path)
     arrays = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in model.state_dict().items()}
     arrays["__widths__"] = np.asarray(model.widths, np.int32)
+    arrays["__out_scale__"] = np.asarray(model.out_scale, np.int32)
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, **arrays)
     tmp.replace(path)
@@ -115,7 +117,8 @@ def load_weights_npz(path: str | Path) -> UNet:
         raise InputError(path, f"unreadable weights file ({err})") from None
     if "__widths__" not in arrays:
         raise InputError(path, "weights file has no __widths__ entry (not written by particlesnn)")
-    model = UNet(tuple(int(w) for w in arrays.pop("__widths__")))
+    out_scale = int(arrays.pop("__out_scale__", 1))  # files before out_scale existed: 1
+    model = UNet(tuple(int(w) for w in arrays.pop("__widths__")), out_scale)
     ref = model.state_dict()
     if set(ref) != set(arrays):
         raise InputError(path, "weights do not match the U-Net layout "
@@ -167,21 +170,23 @@ def load_checkpoint(path: str | Path) -> tuple[UNet, dict]:
         return model, {"model": model.state_dict(), "widths": list(model.widths), "state": {},
                        "source": str(p)}
     ck = torch.load(p, map_location="cpu", weights_only=False)
-    model = UNet(tuple(ck.get("widths", (16, 32, 64, 128))))
+    model = UNet(tuple(ck.get("widths", (16, 32, 64, 128))), int(ck.get("out_scale", 1)))
     model.load_state_dict(ck["model"])
     return model, ck
 
 
 @torch.no_grad()
 def predict_torch(model: UNet, image: np.ndarray, bf16: bool = False) -> dict:
-    """Maps (``prob``, ``dist``, ``boundary``) for one normalised image, with torch (whole image)."""
+    """Maps (``prob``, ``dist``, ``boundary``) for one normalised image, with torch (whole
+    image); ``model.out_scale`` times finer than the image."""
     model.eval()
     h, w = image.shape
+    f = model.out_scale
     ph, pw = (-h) % STRIDE, (-w) % STRIDE
     x = np.pad(image, ((0, ph), (0, pw)), mode="edge")
     xt = torch.from_numpy(np.ascontiguousarray(x))[None, None].float()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        out = torch.sigmoid(model(xt).float())[0, :, :h, :w].numpy()
+        out = torch.sigmoid(model(xt).float())[0, :, :f * h, :f * w].numpy()
     return {"prob": out[0], "dist": out[1], "boundary": out[2]}
 
 
@@ -231,7 +236,8 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
           samples: list[Sample] | None = None, val_samples: list[Sample] | None = None,
           thresholds: dict | None = None, progress=None, n_val_synth: int | None = None,
           freeze_bn: bool = False, pool_first: bool = False, compile: bool = False,
-          presets: dict[str, float] | None = None, contact_weight: float = 0.0) -> Path:
+          presets: dict[str, float] | None = None, contact_weight: float = 0.0,
+          out_scale: int | None = None) -> Path:
     """Train the detector and export it as a model folder.
 
     Parameters
@@ -281,6 +287,11 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
         :data:`~particlesnn.training.data.SYNTH_PRESETS`.
     contact_weight : extra loss weight on pixels at contacts between touching instances
         (:func:`contact_weights`; 0 = unweighted, as the shipped models were trained).
+    out_scale : maps this many times finer than the input (:class:`~particlesnn.training.net.UNet`;
+        targets are made from labels enlarged by
+        :func:`~particlesnn.training.targets.upsample_labels`). None: the starting model's
+        (``finetune``), else 1. A 1x starting model fine-tuned to 2 gets its head widened
+        (:func:`~particlesnn.training.net.widen_head`).
 
     Returns the model folder path.
     """
@@ -292,18 +303,36 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
     if minutes is None and epochs is None:
         minutes = 30.0
     rng = np.random.default_rng(seed)
+    start = None
+    if finetune:
+        start, _ = load_checkpoint(finetune)
+        if out_scale is None:
+            out_scale = start.out_scale
+        elif int(out_scale) != start.out_scale:
+            if start.out_scale != 1:
+                from particlesnn.errors import InputError
+
+                raise InputError(finetune, f"its maps are {start.out_scale}x finer than its input: "
+                                           f"cannot fine-tune it to out_scale {out_scale}")
+            wide = UNet(start.widths, int(out_scale))
+            wide.load_state_dict(widen_head(start.state_dict(), int(out_scale)))
+            start = wide
+    f = int(out_scale or 1)
+    if samples and any(smp.scale != f for smp in list(samples) + list(val_samples or [])):
+        raise ValueError(f"samples given directly have targets of another scale than the "
+                         f"network's maps ({f}x)")
 
     t0 = time.time()
     n_val_syn = max(4, min(40, n_synth // 40)) if n_val_synth is None else max(1, int(n_val_synth))
     base_seed = 1_000_000 * (seed + 1)
     val = synth_pool(n_val_syn, seed=base_seed + 900_000, size=synth_size, workers=workers,
-                     p_package=p_package, presets=presets)
+                     p_package=p_package, presets=presets, scale=f)
     n_init = n_synth if pool_first else min(n_synth, max(8, 4 * batch))
     pool = synth_pool(n_init, seed=base_seed, size=synth_size, workers=workers, p_package=p_package,
-                      presets=presets)
+                      presets=presets, scale=f)
     # the rest of the synthetic pool is made in the background while training runs
     gen_pool, gen_it = (synth_stream(n_synth - n_init, base_seed + n_init, synth_size,
-                                     max(1, workers - 1), p_package, presets)
+                                     max(1, workers - 1), p_package, presets, f)
                         if n_synth > n_init else (None, None))
     _log(f"{n_init} synthetic images ready in {time.time() - t0:.0f} s, {n_synth - n_init} more "
          f"being generated in the background; {n_val_syn} synthetic validation images")
@@ -313,8 +342,8 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
             _log(f"data source {src} not found: skipped (training continues on synthetic data)")
             continue
         try:
-            tr = load_source(src, "train")
-            va = load_source(src, "val")
+            tr = load_source(src, "train", scale=f)
+            va = load_source(src, "val", scale=f)
         except ValueError as err:
             _log(f"skipped: {err}")
             continue
@@ -336,12 +365,12 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
 
     samples, w = mix()
 
-    if finetune:
-        model, _ = load_checkpoint(finetune)
+    if start is not None:
+        model = start
         widths = model.widths
-        _log(f"fine-tuning from {finetune}")
+        _log(f"fine-tuning from {finetune}" + (f" (maps {f}x finer)" if f > 1 else ""))
     else:
-        model = UNet(widths)
+        model = UNet(widths, f)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     state = {"step": 0, "elapsed_s": 0.0, "minutes": minutes, "epochs": epochs, "history": []}
     if resume and ckpt_path.is_file():
@@ -485,6 +514,8 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
         meta["finetune"] = str(finetune)
     if contact_weight:
         meta["contact_weight"] = float(contact_weight)
+    if f > 1:
+        meta["out_scale"] = f
     if presets:
         meta["presets"] = dict(presets)
     (out / "train.log.json").write_text(json.dumps(meta, indent=1))
@@ -499,7 +530,8 @@ def export_onnx(model_or_checkpoint, out_dir: str | Path, *, thresholds: dict | 
     ``weights.npz``).
 
     ``model_or_checkpoint``: a UNet, or a checkpoint file / folder. ONNX input ``image``
-    (N, 1, H, W) float32, output ``maps`` (N, 3, H, W) logits, H and W dynamic (multiples of 8).
+    (N, 1, H, W) float32, output ``maps`` (N, 3, s H, s W) logits (``s`` the config's
+    ``out_scale``), H and W dynamic (multiples of 8).
     """
     import warnings
 
@@ -517,11 +549,11 @@ def export_onnx(model_or_checkpoint, out_dir: str | Path, *, thresholds: dict | 
         torch.onnx.export(model, (x,), str(out / "model.onnx"), dynamo=False, opset_version=17,
                           input_names=["image"], output_names=["maps"],
                           dynamic_axes={"image": {0: "n", 2: "h", 3: "w"},
-                                        "maps": {0: "n", 2: "h", 3: "w"}})
+                                        "maps": {0: "n", 2: "sh", 3: "sw"}})
     from particlesnn.segment.decode import DEFAULTS
 
     config = {"name": name, "architecture": "unet", "widths": list(model.widths),
-              "parameters": count_parameters(model), "outputs": ["prob", "dist", "boundary"],
+              "out_scale": model.out_scale, "parameters": count_parameters(model), "outputs": ["prob", "dist", "boundary"],
               "stride": STRIDE, "normalise": {"p_lo": 1.0, "p_hi": 99.5},
               "particles": "bright", "diameter_px_trained": [4, 60], "train": train_meta or {}}
     (out / "config.json").write_text(json.dumps(config, indent=1))
