@@ -35,6 +35,7 @@ import numpy as np
 
 from particlesnn.errors import InputError
 from particlesnn.heightmap import HeightMap
+from particlesnn.model import block_mean
 from particlesnn.segment import Segmentation, keep_labels
 from particlesnn.segment.decode import decode, merge_instances
 from particlesnn.segment.ghosts import drop_ghosts
@@ -101,10 +102,13 @@ def choose_scale(shape: tuple[int, int], diameter_px: float | None) -> float:
     return s
 
 
-def copy_maps(model, data: np.ndarray, factor: float, sigma: float, tile: int = 1024) -> dict:
+def copy_maps(model, data: np.ndarray, factor: float, sigma: float, tile: int = 1024,
+              coarse: bool = True) -> dict:
     """The network's maps of ``data`` resampled by ``factor`` (< 1 shrinks: area average;
     > 1 enlarges: bicubic), with its slow background removed: the copy minus its Gaussian blur
-    of ``sigma`` px of the copy (0 = none). Maps on the copy's grid."""
+    of ``sigma`` px of the copy (0 = none). Maps on the copy's grid; for a model whose maps
+    are finer than its input, ``model.out_scale`` times finer unless ``coarse``
+    (:func:`~particlesnn.model.predict_maps`)."""
     from particlesnn.model import predict_maps
 
     rows, cols = data.shape
@@ -115,12 +119,43 @@ def copy_maps(model, data: np.ndarray, factor: float, sigma: float, tile: int = 
         work = data
     if sigma > 0:
         work = work - cv2.GaussianBlur(work, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
-    return predict_maps(model, work, tile=tile)
+    return predict_maps(model, work, tile=tile, coarse=coarse)
+
+
+class MapsOf:
+    """The network's maps of one image per resampling factor, each computed once:
+    ``get(f)`` = :func:`copy_maps` on the copy's grid.
+
+    A model whose maps are finer than its input (``out_scale`` 2) runs only on the factors
+    up to 1: its maps at factor 1 are brought to the image's grid (mean of 2 x 2 blocks),
+    and factor ``out_scale`` (the enlarged copy of :func:`run_profile`) is those same maps at
+    their own resolution, with no second run of the network. The fine maps are kept only for
+    images small enough for the enlarged copy (:data:`UPSCALE_MAX_PIXELS`).
+    """
+
+    def __init__(self, model, data: np.ndarray, sigma: float, tile: int = 1024):
+        self.model, self.data, self.sigma, self.tile = model, data, sigma, tile
+        self.scale = int(getattr(model, "out_scale", 1))
+        self._maps: dict[float, dict] = {}
+
+    def __call__(self, f: float) -> dict:
+        if f in self._maps:
+            return self._maps[f]
+        s = self.scale
+        small = self.data.size <= UPSCALE_MAX_PIXELS
+        if s > 1 and f in (1.0, s) and (f == s or small):
+            fine = copy_maps(self.model, self.data, 1.0, self.sigma, self.tile, coarse=False)
+            self._maps[float(s)] = fine
+            self._maps[1.0] = {k: block_mean(m[None], s)[0] for k, m in fine.items()}
+            return self._maps[f]
+        self._maps[f] = copy_maps(self.model, self.data, f, self.sigma, self.tile)
+        return self._maps[f]
 
 
 def profile_maps(model, data: np.ndarray, factors, sigma: float, tile: int = 1024) -> list:
-    """:func:`copy_maps` for each factor: ``[(maps, factor), ...]``."""
-    return [(copy_maps(model, data, f, sigma, tile), f) for f in factors]
+    """The maps of each factor on the copy's grid (:class:`MapsOf`): ``[(maps, factor), ...]``."""
+    get = MapsOf(model, data, sigma, tile)
+    return [(get(f), f) for f in factors]
 
 
 def profile_thresholds(thresholds: dict, name: str, height: bool = False) -> dict:
@@ -286,7 +321,7 @@ def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
     def run(name: str):
         m = profile_model(model, name)
         sigma = PROFILES[name]["background_sigma"]
-        return run_profile(lambda f: copy_maps(m, data, f, sigma, tile), name, factors(name),
+        return run_profile(MapsOf(m, data, sigma, tile), name, factors(name),
                            m.thresholds, data.shape, upscale=d_px is None, height=height)
 
     chosen = "standard" if profile == "auto" else profile
