@@ -66,7 +66,7 @@ def test_loss_decreases_and_onnx_matches(tmp_path):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert losses[-1] < 0.8 * losses[0]
     out = export_onnx(model, tmp_path / "m", thresholds={"prob_thresh": 0.5})
     from particlesnn.model import load_model, predict_maps
