@@ -56,7 +56,7 @@ def to_sample(image: np.ndarray, labels: np.ndarray, source: str, invert: bool =
     img = np.asarray(image, np.float32)
     if invert:
         img = -img
-    t = make_targets(upsample_labels(labels, scale) if scale != 1 else np.asarray(labels, np.int32))
+    t = make_targets(upsample_labels(labels, scale))
     return Sample(normalise(img), np.round(t * 255).astype(np.uint8), source)
 
 
