@@ -231,10 +231,10 @@ def test_large_images_run_in_smaller_tiles(model, monkeypatch):
     assert set(seen) == {512}
 
 
-def test_finer_maps_replace_the_enlarged_copy(monkeypatch):
-    """A model with maps twice as fine as its input runs once per factor up to 1: factor 2
-    (the enlarged copy) is its fine maps of the image, factor 1 their 2 x 2 block means;
-    images too large for the enlarged copy get coarse maps straight from the tiles."""
+def test_finer_maps_need_no_enlarged_copy(monkeypatch):
+    """A model with maps twice as fine as its input gives every copy's maps on the copy's
+    grid (coarse, one network run per factor) and gets no enlarged copy, even when its
+    particles are small; a 1x model gets the enlarged copy then."""
     from types import SimpleNamespace
 
     from particlesnn.segment import neural
@@ -243,25 +243,24 @@ def test_finer_maps_replace_the_enlarged_copy(monkeypatch):
 
     def fake(m, data, factor, sigma, tile=1024, coarse=True):
         calls.append((factor, coarse))
-        g = 1 if coarse else m.out_scale
-        shape = (g * max(8, round(data.shape[0] * factor)), g * max(8, round(data.shape[1] * factor)))
-        ramp = np.arange(shape[0] * shape[1], dtype=np.float32).reshape(shape) / (shape[0] * shape[1])
-        return {k: ramp.copy() for k in ("prob", "dist", "boundary")}
+        shape = (max(8, round(data.shape[0] * factor)), max(8, round(data.shape[1] * factor)))
+        prob = np.zeros(shape, np.float32)
+        prob[4::8, 4::8] = 1.0                      # many 1 px particles: "small"
+        prob = np.maximum(prob, np.roll(prob, 1, 0))
+        return {"prob": prob, "dist": prob.copy(), "boundary": np.zeros_like(prob)}
 
     monkeypatch.setattr(neural, "copy_maps", fake)
-    fine_model = SimpleNamespace(out_scale=2)
-    get = neural.MapsOf(fine_model, np.zeros((64, 48), np.float32), sigma=20.0)
-    one, two, half = get(1.0), get(2.0), get(0.5)
-    assert calls == [(1.0, False), (0.5, True)]            # no run on an enlarged copy
-    assert two["prob"].shape == (128, 96) and one["prob"].shape == (64, 48)
-    np.testing.assert_allclose(one["prob"], two["prob"].reshape(64, 2, 48, 2).mean(axis=(1, 3)),
-                               rtol=1e-6)
-    assert half["prob"].shape == (32, 24) and get(1.0) is one and len(calls) == 2
+    th = {"prob_thresh": 0.5, "marker_thresh": 0.5, "min_area": 1, "min_score": 0.0}
+    z = np.zeros((64, 48), np.float32)
+    fine = neural.MapsOf(SimpleNamespace(out_scale=2), z, sigma=20.0)
+    assert fine.finer and fine(1.0)["prob"].shape == (64, 48) and fine(1.0) is fine(1.0)
+    seg, used, why = neural.run_profile(fine, "standard", [1.0, 0.5], th, z.shape)
+    assert seg.count > neural.SWITCH_MIN_COUNT and why is None and used == [1.0, 0.5]
+    assert calls == [(1.0, True), (0.5, True)]      # coarse maps, no enlarged copy
     calls.clear()
-    big = neural.MapsOf(fine_model, np.zeros((8, neural.UPSCALE_MAX_PIXELS // 8 + 8), np.float32), 20.0)
-    big(1.0)
-    assert calls == [(1.0, True)]                         # too large: fine maps never held
-    calls.clear()
-    plain = neural.MapsOf(SimpleNamespace(out_scale=1), np.zeros((64, 48), np.float32), 20.0)
-    plain(1.0), plain(2.0)
-    assert [f for f, _ in calls] == [1.0, 2.0]            # a 1x model runs on the enlarged copy
+    plain = neural.MapsOf(SimpleNamespace(out_scale=1), z, 20.0)
+    seg, used, why = neural.run_profile(plain, "standard", [1.0, 0.5], th, z.shape)
+    assert not plain.finer and why is not None and used[0] == neural.UPSCALE_FACTOR
+    assert [f for f, _ in calls] == [1.0, 0.5, neural.UPSCALE_FACTOR]
+
+

@@ -35,7 +35,6 @@ import numpy as np
 
 from particlesnn.errors import InputError
 from particlesnn.heightmap import HeightMap
-from particlesnn.model import block_mean
 from particlesnn.segment import Segmentation, keep_labels
 from particlesnn.segment.decode import decode, merge_instances
 from particlesnn.segment.ghosts import drop_ghosts
@@ -126,29 +125,22 @@ class MapsOf:
     """The network's maps of one image per resampling factor, each computed once:
     ``get(f)`` = :func:`copy_maps` on the copy's grid.
 
-    A model whose maps are finer than its input (``out_scale`` 2) runs only on the factors
-    up to 1: its maps at factor 1 are brought to the image's grid (mean of 2 x 2 blocks),
-    and factor ``out_scale`` (the enlarged copy of :func:`run_profile`) is those same maps at
-    their own resolution, with no second run of the network. The fine maps are kept only for
-    images small enough for the enlarged copy (:data:`UPSCALE_MAX_PIXELS`).
+    A model whose maps are finer than its input (``out_scale`` > 1) gives its maps of every
+    copy on the copy's grid (the fine maps' ``out_scale`` x ``out_scale`` block means, per
+    tile, :func:`~particlesnn.model.predict_maps`); ``finer`` is True for such a model, and
+    :func:`run_profile` gives it no enlarged copy (docs/model.md, 2026-12-07: trained on
+    targets twice as fine, its maps of the image find the small particles the enlarged copy
+    was for).
     """
 
     def __init__(self, model, data: np.ndarray, sigma: float, tile: int = 1024):
         self.model, self.data, self.sigma, self.tile = model, data, sigma, tile
-        self.scale = int(getattr(model, "out_scale", 1))
+        self.finer = int(getattr(model, "out_scale", 1)) > 1
         self._maps: dict[float, dict] = {}
 
     def __call__(self, f: float) -> dict:
-        if f in self._maps:
-            return self._maps[f]
-        s = self.scale
-        small = self.data.size <= UPSCALE_MAX_PIXELS
-        if s > 1 and f in (1.0, s) and (f == s or small):
-            fine = copy_maps(self.model, self.data, 1.0, self.sigma, self.tile, coarse=False)
-            self._maps[float(s)] = fine
-            self._maps[1.0] = {k: block_mean(m[None], s)[0] for k, m in fine.items()}
-            return self._maps[f]
-        self._maps[f] = copy_maps(self.model, self.data, f, self.sigma, self.tile)
+        if f not in self._maps:
+            self._maps[f] = copy_maps(self.model, self.data, f, self.sigma, self.tile)
         return self._maps[f]
 
 
@@ -214,7 +206,7 @@ def run_profile(get_maps, name: str, factors, thresholds: dict, shape: tuple[int
     cands = [_above(lab, sc, f, th["min_score"]) for lab, sc, f in raw]
     seg = merge_instances(cands, shape)
     used, why = list(factors), None
-    if upscale and name == "standard":
+    if upscale and name == "standard" and not getattr(get_maps, "finer", False):
         why = _small_particles(seg, shape)
         if why is not None:
             cands += decode_profile([(get_maps(UPSCALE_FACTOR), UPSCALE_FACTOR)], th)
