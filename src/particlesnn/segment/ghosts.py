@@ -24,7 +24,7 @@ from particlesnn.segment import Segmentation, keep_labels
 MIN_PAIRS = 10
 MIN_FRACTION = 0.15
 MIN_ASYMMETRY = 4.0
-MAX_CHAINS = 0.1
+MAX_CHAINS = 0.25
 
 
 def find_ghosts(labels: np.ndarray, data: np.ndarray, *, min_pairs: int = MIN_PAIRS,
