@@ -232,17 +232,17 @@ def test_large_images_run_in_smaller_tiles(model, monkeypatch):
 
 
 def test_finer_maps_need_no_enlarged_copy(monkeypatch):
-    """A model with maps twice as fine as its input gives every copy's maps on the copy's
-    grid (coarse, one network run per factor) and gets no enlarged copy, even when its
-    particles are small; a 1x model gets the enlarged copy then."""
+    """A model with maps twice as fine as its input runs once per factor and gets no
+    enlarged copy, even when its particles are small; a 1x model gets the enlarged copy then
+    (that copy_maps gives such a model's maps on the copy's grid: test_predict_maps_* above)."""
     from types import SimpleNamespace
 
     from particlesnn.segment import neural
 
     calls = []
 
-    def fake(m, data, factor, sigma, tile=1024, coarse=True):
-        calls.append((factor, coarse))
+    def fake(m, data, factor, sigma, tile=1024):
+        calls.append(factor)
         shape = (max(8, round(data.shape[0] * factor)), max(8, round(data.shape[1] * factor)))
         prob = np.zeros(shape, np.float32)
         prob[4::8, 4::8] = 1.0                      # many 1 px particles: "small"
@@ -256,11 +256,11 @@ def test_finer_maps_need_no_enlarged_copy(monkeypatch):
     assert fine.finer and fine(1.0)["prob"].shape == (64, 48) and fine(1.0) is fine(1.0)
     seg, used, why = neural.run_profile(fine, "standard", [1.0, 0.5], th, z.shape)
     assert seg.count > neural.SWITCH_MIN_COUNT and why is None and used == [1.0, 0.5]
-    assert calls == [(1.0, True), (0.5, True)]      # coarse maps, no enlarged copy
+    assert calls == [1.0, 0.5]                      # no enlarged copy
     calls.clear()
     plain = neural.MapsOf(SimpleNamespace(out_scale=1), z, 20.0)
     seg, used, why = neural.run_profile(plain, "standard", [1.0, 0.5], th, z.shape)
     assert not plain.finer and why is not None and used[0] == neural.UPSCALE_FACTOR
-    assert [f for f, _ in calls] == [1.0, 0.5, neural.UPSCALE_FACTOR]
+    assert calls == [1.0, 0.5, neural.UPSCALE_FACTOR]
 
 

@@ -233,8 +233,9 @@ def test_upsample_labels_keeps_shapes_and_areas():
 
 def test_finer_maps_start_as_the_coarse_maps_and_export(tmp_path):
     """out_scale 2: a 1x model's head widened gives its maps enlarged by repetition; the
-    model trains on targets twice as fine; ONNX (tiled or not) matches torch."""
-    from particlesnn.model import load_model, predict_maps
+    model trains on targets twice as fine; ONNX (tiled or not) matches torch, and its
+    coarse maps are the fine maps' 2 x 2 block means."""
+    from particlesnn.model import block_mean, load_model, predict_maps
     from particlesnn.training.net import widen_head
 
     torch.manual_seed(0)
@@ -275,6 +276,11 @@ def test_finer_maps_start_as_the_coarse_maps_and_export(tmp_path):
         assert whole[k].shape == (368, 384)
         np.testing.assert_allclose(whole[k], ref[k], atol=1e-4)
         np.testing.assert_allclose(tiled[k], whole[k], atol=1e-4)
+    # what inference decodes: per-tile 2 x 2 block means, on the image's grid
+    coarse = predict_maps(m, img, normalised=True, tile=136, margin=64, coarse=True)
+    for k in ("prob", "dist", "boundary"):
+        assert coarse[k].shape == img.shape
+        np.testing.assert_allclose(coarse[k], block_mean(whole[k][None], 2)[0], atol=1e-4)
     with pytest.raises(ValueError, match="target scales"):
         random_crop_batch(samples + [to_sample(np.zeros((64, 64)), np.zeros((64, 64)), "x")],
                           np.random.default_rng(1), 16, 32)
