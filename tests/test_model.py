@@ -233,7 +233,8 @@ def test_large_images_run_in_smaller_tiles(model, monkeypatch):
 
 def test_finer_maps_need_no_enlarged_copy(monkeypatch):
     """A model with maps twice as fine as its input runs once per factor and gets no
-    enlarged copy, even when its particles are small; a 1x model gets the enlarged copy then
+    enlarged copy, even when its particles are small, unless its config asks for one; a 1x
+    model gets the enlarged copy then
     (that copy_maps gives such a model's maps on the copy's grid: test_predict_maps_* above)."""
     from types import SimpleNamespace
 
@@ -257,6 +258,10 @@ def test_finer_maps_need_no_enlarged_copy(monkeypatch):
     seg, used, why = neural.run_profile(fine, "standard", [1.0, 0.5], th, z.shape)
     assert seg.count > neural.SWITCH_MIN_COUNT and why is None and used == [1.0, 0.5]
     assert calls == [1.0, 0.5]                      # no enlarged copy
+    calls.clear()
+    asked = neural.MapsOf(SimpleNamespace(out_scale=2, config={"enlarged_copy": True}), z, 20.0)
+    seg, used, why = neural.run_profile(asked, "standard", [1.0, 0.5], th, z.shape)
+    assert not asked.finer and why is not None and calls[-1] == neural.UPSCALE_FACTOR
     calls.clear()
     plain = neural.MapsOf(SimpleNamespace(out_scale=1), z, 20.0)
     seg, used, why = neural.run_profile(plain, "standard", [1.0, 0.5], th, z.shape)
