@@ -254,18 +254,18 @@ def test_finer_maps_need_no_enlarged_copy(monkeypatch):
     th = {"prob_thresh": 0.5, "marker_thresh": 0.5, "min_area": 1, "min_score": 0.0}
     z = np.zeros((64, 48), np.float32)
     fine = neural.MapsOf(SimpleNamespace(out_scale=2), z, sigma=20.0)
-    assert fine.finer and fine(1.0)["prob"].shape == (64, 48) and fine(1.0) is fine(1.0)
+    assert not fine.enlarged_copy and fine(1.0)["prob"].shape == (64, 48) and fine(1.0) is fine(1.0)
     seg, used, why = neural.run_profile(fine, "standard", [1.0, 0.5], th, z.shape)
     assert seg.count > neural.SWITCH_MIN_COUNT and why is None and used == [1.0, 0.5]
     assert calls == [1.0, 0.5]                      # no enlarged copy
     calls.clear()
     asked = neural.MapsOf(SimpleNamespace(out_scale=2, config={"enlarged_copy": True}), z, 20.0)
     seg, used, why = neural.run_profile(asked, "standard", [1.0, 0.5], th, z.shape)
-    assert not asked.finer and why is not None and calls[-1] == neural.UPSCALE_FACTOR
+    assert asked.enlarged_copy and why is not None and calls[-1] == neural.UPSCALE_FACTOR
     calls.clear()
     plain = neural.MapsOf(SimpleNamespace(out_scale=1), z, 20.0)
     seg, used, why = neural.run_profile(plain, "standard", [1.0, 0.5], th, z.shape)
-    assert not plain.finer and why is not None and used[0] == neural.UPSCALE_FACTOR
+    assert plain.enlarged_copy and why is not None and used[0] == neural.UPSCALE_FACTOR
     assert calls == [1.0, 0.5, neural.UPSCALE_FACTOR]
 
 

@@ -125,7 +125,7 @@ class MapsOf:
 
     A model whose maps are finer than its input (``out_scale`` > 1) gives its maps of every
     copy on the copy's grid (the fine maps' ``out_scale`` x ``out_scale`` block means, per
-    tile, :func:`~particlesnn.model.predict_maps`); ``finer`` is True for such a model, and
+    tile, :func:`~particlesnn.model.predict_maps`), and ``enlarged_copy`` is False for it:
     :func:`run_profile` gives it no enlarged copy (docs/model.md, 2026-12-07: trained on
     targets twice as fine, its maps of the image find about as many small particles, the
     suite's ``stm-tiny`` recall 0.712 against 0.720 with the enlarged copy, at a third of the
@@ -135,8 +135,8 @@ class MapsOf:
     def __init__(self, model, data: np.ndarray, sigma: float, tile: int = 1024):
         self.model, self.data, self.sigma, self.tile = model, data, sigma, tile
         config = getattr(model, "config", None) or {}
-        self.finer = (int(getattr(model, "out_scale", 1)) > 1
-                      and config.get("enlarged_copy") is not True)
+        self.enlarged_copy = (int(getattr(model, "out_scale", 1)) == 1
+                              or config.get("enlarged_copy") is True)
         self._maps: dict[float, dict] = {}
 
     def __call__(self, f: float) -> dict:
@@ -207,7 +207,7 @@ def run_profile(get_maps, name: str, factors, thresholds: dict, shape: tuple[int
     cands = [_above(lab, sc, f, th["min_score"]) for lab, sc, f in raw]
     seg = merge_instances(cands, shape)
     used, why = list(factors), None
-    if upscale and name == "standard" and not getattr(get_maps, "finer", False):
+    if upscale and name == "standard" and getattr(get_maps, "enlarged_copy", True):
         why = _small_particles(seg, shape)
         if why is not None:
             cands += decode_profile([(get_maps(UPSCALE_FACTOR), UPSCALE_FACTOR)], th)
