@@ -1,0 +1,88 @@
+"""Network cost alone, onnxruntime on 2 threads (untrained weights: the time does not depend on
+them): the U-Net the shipped models use, at 1x and on the image enlarged by 2 (what the shipped
+height model's enlarged copy costs), the ``--out-scale 2`` U-Net, and a prototype (not in the
+package) whose full-resolution level runs on the input enlarged by 2 inside the network.
+Needs the training extra (torch). Prints the best of 3 runs after a warm-up.
+
+    PYTHONPATH=src python benchmarks/bench_net_cost.py [--sizes 512,1024]
+"""
+import argparse
+import io
+import time
+
+import numpy as np
+import onnxruntime as ort
+import torch
+import torch.nn as nn
+
+from particlesnn.training.net import UNet, _Block
+
+
+class FineFirstLevel(nn.Module):
+    """Prototype: the U-Net with its full-resolution level on the input enlarged by 2 (bilinear,
+    inside the network), pooled to 1x before the next level; maps 2x finer than the input."""
+
+    def __init__(self, widths=(16, 32, 64, 128)):
+        super().__init__()
+        w = widths
+        self.upin = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+        self.enc = nn.ModuleList(_Block(a, b) for a, b in zip((1, *w[:-1]), w))
+        self.pool = nn.MaxPool2d(2)
+        self.up = nn.ModuleList(nn.ConvTranspose2d(w[i], w[i - 1], 2, stride=2)
+                                for i in range(len(w) - 1, 0, -1))
+        self.dec = nn.ModuleList(_Block(2 * w[i - 1], w[i - 1]) for i in range(len(w) - 1, 0, -1))
+        self.head = nn.Conv2d(w[0], 3, 1)
+
+    def forward(self, x):  # noqa: D102
+        x = self.upin(x)
+        skips = []
+        for i, block in enumerate(self.enc):
+            x = block(x)
+            if i < len(self.enc) - 1:
+                skips.append(x)
+                x = self.pool(x)
+        for up, dec in zip(self.up, self.dec):
+            x = dec(torch.cat([up(x), skips.pop()], 1))
+        return self.head(x)
+
+
+def session(model: nn.Module) -> ort.InferenceSession:
+    model.eval()
+    buf = io.BytesIO()
+    torch.onnx.export(model, torch.zeros(1, 1, 64, 64), buf, input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {2: "h", 3: "w"}, "y": {2: "H", 3: "W"}},
+                      opset_version=17, dynamo=False)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads, so.enable_mem_pattern = 2, 1, False
+    return ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+
+
+def best_of_3(sess: ort.InferenceSession, n: int) -> float:
+    x = np.random.default_rng(0).random((1, 1, n, n), dtype=np.float32)
+    sess.run(None, {"x": x})
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        sess.run(None, {"x": x})
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="512,1024", help="input sides, px")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    nets = {"U-Net 16-32-64-128": (session(UNet()), 1),
+            "the same on the image enlarged by 2": (None, 2),
+            "--out-scale 2 U-Net": (session(UNet(out_scale=2)), 1),
+            "full-resolution level at 2x": (session(FineFirstLevel()), 1),
+            "full-resolution level at 2x, widths 8-32-64-128": (session(FineFirstLevel((8, 32, 64, 128))), 1)}
+    for n in (int(s) for s in args.sizes.split(",")):
+        for name, (sess, f) in nets.items():
+            sess = sess or nets["U-Net 16-32-64-128"][0]
+            print(f"{n} px input, {name}: {best_of_3(sess, f * n):.3f} s")
+
+
+if __name__ == "__main__":
+    main()
