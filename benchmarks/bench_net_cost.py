@@ -19,31 +19,27 @@ from particlesnn.training.net import UNet, _Block
 
 
 class FineFirstLevel(nn.Module):
-    """Prototype: the U-Net with its full-resolution level on the input enlarged by 2 (bilinear,
-    inside the network), pooled to 1x before the next level; maps 2x finer than the input."""
+    """Prototype: a 2x-maps network whose full-resolution level runs on the input enlarged by 2
+    (bilinear, inside the network) and is pooled by 4, so that the deeper levels (the shipped
+    U-Net's levels 1-3, reused from :class:`UNet`) run at the sizes they have in the 1x network.
+    By multiply-adds about 62 k per input pixel, against about 34 k for the U-Net at 1x and 136 k
+    for the U-Net on the image enlarged by 2."""
 
     def __init__(self, widths=(16, 32, 64, 128)):
         super().__init__()
-        w = widths
+        w0 = widths[0]
         self.upin = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
-        self.enc = nn.ModuleList(_Block(a, b) for a, b in zip((1, *w[:-1]), w))
-        self.pool = nn.MaxPool2d(2)
-        self.up = nn.ModuleList(nn.ConvTranspose2d(w[i], w[i - 1], 2, stride=2)
-                                for i in range(len(w) - 1, 0, -1))
-        self.dec = nn.ModuleList(_Block(2 * w[i - 1], w[i - 1]) for i in range(len(w) - 1, 0, -1))
-        self.head = nn.Conv2d(w[0], 3, 1)
+        self.enc0, self.pool0 = _Block(1, w0), nn.MaxPool2d(4)
+        self.inner = UNet(tuple(widths[1:]))
+        self.inner.enc[0] = _Block(w0, widths[1])
+        self.inner.head = nn.Identity()
+        self.up0 = nn.ConvTranspose2d(widths[1], w0, 4, stride=4)
+        self.dec0, self.head = _Block(2 * w0, w0), nn.Conv2d(w0, 3, 1)
 
     def forward(self, x):  # noqa: D102
-        x = self.upin(x)
-        skips = []
-        for i, block in enumerate(self.enc):
-            x = block(x)
-            if i < len(self.enc) - 1:
-                skips.append(x)
-                x = self.pool(x)
-        for up, dec in zip(self.up, self.dec):
-            x = dec(torch.cat([up(x), skips.pop()], 1))
-        return self.head(x)
+        f0 = self.enc0(self.upin(x))
+        deep = self.inner(self.pool0(f0))
+        return self.head(self.dec0(torch.cat([self.up0(deep), f0], 1)))
 
 
 def session(model: nn.Module) -> ort.InferenceSession:
