@@ -1,7 +1,9 @@
 """Network cost alone, onnxruntime on 2 threads (untrained weights: the time does not depend on
 them): the U-Net the shipped models use, at 1x and on the image enlarged by 2 (what the shipped
-height model's enlarged copy costs), the ``--out-scale 2`` U-Net, and a prototype (not in the
-package) whose full-resolution level runs on the input enlarged by 2 inside the network.
+height model's enlarged copy costs), the ``--out-scale 2`` U-Net, and the ``--fine-first``
+U-Net, whose full-resolution level runs on the input enlarged by 2 inside the network (pooled by
+4, so levels 1-3 keep their 1x sizes; by multiply-adds about 65 k per input pixel, 35 k with
+8 channels in that level, against 35 k for the U-Net at 1x and 140 k on the enlarged image).
 Needs the training extra (torch). Prints the best of 3 runs after a warm-up.
 
     PYTHONPATH=src python benchmarks/bench_net_cost.py [--sizes 512,1024]
@@ -15,31 +17,7 @@ import onnxruntime as ort
 import torch
 import torch.nn as nn
 
-from particlesnn.training.net import UNet, _Block
-
-
-class FineFirstLevel(nn.Module):
-    """Prototype: a 2x-maps network whose full-resolution level runs on the input enlarged by 2
-    (bilinear, inside the network) and is pooled by 4, so that the deeper levels (the shipped
-    U-Net's levels 1-3, reused from :class:`UNet`) run at the sizes they have in the 1x network.
-    By multiply-adds about 65 k per input pixel (35 k with ``widths[0]`` 8), against about 35 k
-    for the U-Net at 1x and 140 k for the U-Net on the image enlarged by 2."""
-
-    def __init__(self, widths=(16, 32, 64, 128)):
-        super().__init__()
-        w0 = widths[0]
-        self.upin = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
-        self.enc0, self.pool0 = _Block(1, w0), nn.MaxPool2d(4)
-        self.inner = UNet(tuple(widths[1:]))
-        self.inner.enc[0] = _Block(w0, widths[1])
-        self.inner.head = nn.Identity()
-        self.up0 = nn.ConvTranspose2d(widths[1], w0, 4, stride=4)
-        self.dec0, self.head = _Block(2 * w0, w0), nn.Conv2d(w0, 3, 1)
-
-    def forward(self, x):  # noqa: D102
-        f0 = self.enc0(self.upin(x))
-        deep = self.inner(self.pool0(f0))
-        return self.head(self.dec0(torch.cat([self.up0(deep), f0], 1)))
+from particlesnn.training.net import UNet
 
 
 def session(model: nn.Module) -> ort.InferenceSession:
@@ -72,8 +50,8 @@ def main() -> None:
     nets = {"U-Net 16-32-64-128": (session(UNet()), 1),
             "the same on the image enlarged by 2": (None, 2),
             "--out-scale 2 U-Net": (session(UNet(out_scale=2)), 1),
-            "full-resolution level at 2x": (session(FineFirstLevel()), 1),
-            "full-resolution level at 2x, widths 8-32-64-128": (session(FineFirstLevel((8, 32, 64, 128))), 1)}
+            "--fine-first U-Net": (session(UNet(out_scale=2, fine_first=True)), 1),
+            "--fine-first U-Net, widths 8-32-64-128": (session(UNet((8, 32, 64, 128), 2, True)), 1)}
     for n in (int(s) for s in args.sizes.split(",")):
         for name, (sess, f) in nets.items():
             sess = sess or nets["U-Net 16-32-64-128"][0]

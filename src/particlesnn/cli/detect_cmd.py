@@ -133,6 +133,10 @@ def train(
                    "model's, else 1): 2 finds small particles without the enlarged copy, about "
                    "3x faster on small-particle images; fine-tuned from the shipped height "
                    "model it scored about 0.01 lower F1 (docs/model.md)."),
+    fine_first: bool = typer.Option(
+        False, help="A new network whose full-resolution level runs on the image enlarged by 2 "
+                    "(maps 2x finer, implies --out-scale 2; about half the enlarged copy's "
+                    "network time; not yet measured for quality: docs/model.md)."),
     registry: Optional[Path] = typer.Option(
         None, help="Model registry folder (default ~/.particlesnn/models or $PARTICLESNN_MODELS)."),
     register: bool = typer.Option(
@@ -162,6 +166,9 @@ def train(
                                "(a fine-tune keeps its starting model's)")
     if out_scale is not None and out_scale not in (1, 2):
         raise InputError(None, f"--out-scale must be 1 or 2, got {out_scale}")
+    if fine_first and (from_ or finetune or out_scale not in (None, 2)):
+        raise InputError(None, "--fine-first makes a new network (maps 2x finer): not with "
+                               "--from, --finetune or --out-scale 1")
     if not from_:
         training.train(data, out, minutes=minutes, epochs=epochs, resume=resume, finetune=finetune,
                        n_synth=3000 if n_synth is None else n_synth, batch=batch, crop=crop,
@@ -169,7 +176,8 @@ def train(
                        real_fraction=0.25 if real_fraction is None else real_fraction,
                        widths=(width, 2 * width, 4 * width, 8 * width),
                        pool_first=pool_first, compile=compile_, presets=preset_weights,
-                       contact_weight=contact_weight, out_scale=out_scale)
+                       contact_weight=contact_weight, out_scale=out_scale,
+                       fine_first=fine_first)
         return
     from particlesnn.model import registry as reg
     from particlesnn.training import finetune as ft

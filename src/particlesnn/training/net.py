@@ -40,14 +40,24 @@ class UNet(nn.Module):
     map and input pixel, rearranged into 2 x 2 output pixels (sub-pixel convolution,
     ``PixelShuffle``): the maps are as fine as those of the image enlarged by 2 for about the
     cost of the image itself (small particles need the finer maps; docs/model.md).
+
+    With ``fine_first`` (``out_scale`` 2 only) the full-resolution level runs on the input
+    enlarged by 2 instead (bilinear, inside the network) and is pooled by 4, so the deeper
+    levels keep their 1x sizes and the maps come out 2x finer without sub-pixel rearranging:
+    the first layers see small particles at twice their size, as on the enlarged copy, for
+    about half its network time (``benchmarks/bench_net_cost.py``).
     """
 
-    def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 128), out_scale: int = 1):
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 128), out_scale: int = 1,
+                 fine_first: bool = False):
         super().__init__()
         self.widths = tuple(int(w) for w in widths)
         self.out_scale = int(out_scale)
+        self.fine_first = bool(fine_first)
         if self.out_scale < 1:
             raise ValueError(f"out_scale must be 1 or more, got {out_scale}")
+        if self.fine_first and self.out_scale != 2:
+            raise ValueError(f"fine_first gives maps 2x finer: out_scale must be 2, got {out_scale}")
         w = self.widths
         self.enc = nn.ModuleList()
         cin = 1
@@ -55,22 +65,27 @@ class UNet(nn.Module):
             self.enc.append(_Block(cin, c))
             cin = c
         self.pool = nn.MaxPool2d(2)
+        # parameter-free, so a plain U-Net's state_dict is unchanged
+        self.upin = nn.Upsample(scale_factor=2, mode="bilinear") if fine_first else nn.Identity()
+        self.pool0 = nn.MaxPool2d(4) if fine_first else self.pool
         self.up = nn.ModuleList()
         self.dec = nn.ModuleList()
         for i in range(len(w) - 1, 0, -1):
-            self.up.append(nn.ConvTranspose2d(w[i], w[i - 1], 2, stride=2))
+            k = 4 if fine_first and i == 1 else 2
+            self.up.append(nn.ConvTranspose2d(w[i], w[i - 1], k, stride=k))
             self.dec.append(_Block(2 * w[i - 1], w[i - 1]))
-        s = self.out_scale
+        s = 1 if fine_first else self.out_scale
         self.head = nn.Conv2d(w[0], 3 * s * s, 1)
         self.shuffle = nn.PixelShuffle(s) if s > 1 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         skips = []
+        x = self.upin(x)
         for i, block in enumerate(self.enc):
             x = block(x)
             if i < len(self.enc) - 1:
                 skips.append(x)
-                x = self.pool(x)
+                x = (self.pool0 if i == 0 else self.pool)(x)
         for up, dec in zip(self.up, self.dec):
             x = up(x)
             x = dec(torch.cat([x, skips.pop()], dim=1))

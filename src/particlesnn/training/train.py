@@ -76,7 +76,8 @@ def _lr(base: float, frac: float) -> float:
 def _save(path: Path, model, opt, state: dict) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({"model": model.state_dict(), "opt": opt.state_dict() if opt else None,
-                "widths": list(model.widths), "out_scale": model.out_scale, "state": state}, tmp)
+                "widths": list(model.widths), "out_scale": model.out_scale,
+                "fine_first": model.fine_first, "state": state}, tmp)
     tmp.replace(path)
 
 
@@ -85,8 +86,8 @@ WEIGHTS_NPZ = "weights.npz"
 
 
 def save_weights_npz(model: UNet, path: str | Path) -> Path:
-    """Write ``model.state_dict()`` as float32 numpy arrays (``.npz``) plus ``__widths__`` and
-    ``__out_scale__``.
+    """Write ``model.state_dict()`` as float32 numpy arrays (``.npz``) plus ``__widths__``,
+    ``__out_scale__`` and ``__fine_first__``.
 
     Batch-norm statistics are kept (unlike the ONNX file, where they are folded into the
     convolutions), so fine-tuning can start from it. About 4 bytes per parameter
@@ -96,6 +97,7 @@ def save_weights_npz(model: UNet, path: str | Path) -> Path:
     arrays = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in model.state_dict().items()}
     arrays["__widths__"] = np.asarray(model.widths, np.int32)
     arrays["__out_scale__"] = np.asarray(model.out_scale, np.int32)
+    arrays["__fine_first__"] = np.asarray(model.fine_first, np.int32)
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, **arrays)
     tmp.replace(path)
@@ -118,7 +120,8 @@ def load_weights_npz(path: str | Path) -> UNet:
     if "__widths__" not in arrays:
         raise InputError(path, "weights file has no __widths__ entry (not written by particlesnn)")
     out_scale = int(arrays.pop("__out_scale__", 1))  # files before out_scale existed: 1
-    model = UNet(tuple(int(w) for w in arrays.pop("__widths__")), out_scale)
+    fine_first = bool(arrays.pop("__fine_first__", 0))
+    model = UNet(tuple(int(w) for w in arrays.pop("__widths__")), out_scale, fine_first)
     ref = model.state_dict()
     if set(ref) != set(arrays):
         raise InputError(path, "weights do not match the U-Net layout "
@@ -170,7 +173,8 @@ def load_checkpoint(path: str | Path) -> tuple[UNet, dict]:
         return model, {"model": model.state_dict(), "widths": list(model.widths), "state": {},
                        "source": str(p)}
     ck = torch.load(p, map_location="cpu", weights_only=False)
-    model = UNet(tuple(ck.get("widths", (16, 32, 64, 128))), int(ck.get("out_scale", 1)))
+    model = UNet(tuple(ck.get("widths", (16, 32, 64, 128))), int(ck.get("out_scale", 1)),
+                 bool(ck.get("fine_first", False)))
     model.load_state_dict(ck["model"])
     return model, ck
 
@@ -237,7 +241,7 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
           thresholds: dict | None = None, progress=None, n_val_synth: int | None = None,
           freeze_bn: bool = False, pool_first: bool = False, compile: bool = False,
           presets: dict[str, float] | None = None, contact_weight: float = 0.0,
-          out_scale: int | None = None) -> Path:
+          out_scale: int | None = None, fine_first: bool = False) -> Path:
     """Train the detector and export it as a model folder.
 
     Parameters
@@ -292,6 +296,9 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
         :func:`~particlesnn.training.targets.upsample_labels`). None: the starting model's
         (``finetune``), else 1. A 1x starting model fine-tuned to 2 gets its head widened
         (:func:`~particlesnn.training.net.widen_head`).
+    fine_first : a new network's full-resolution level runs on the input enlarged by 2
+        (:class:`~particlesnn.training.net.UNet`; implies ``out_scale`` 2). Training from
+        scratch only: a fine-tune keeps its starting model's layout.
 
     Returns the model folder path.
     """
@@ -304,6 +311,12 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
         minutes = 30.0
     rng = np.random.default_rng(seed)
     start = None
+    if fine_first:
+        if finetune:
+            raise ValueError("fine_first makes a new network: it cannot be combined with finetune")
+        if out_scale not in (None, 2):
+            raise ValueError(f"fine_first gives maps 2x finer: out_scale must be 2, got {out_scale}")
+        out_scale = 2
     if finetune:
         start, _ = load_checkpoint(finetune)
         if out_scale is None:
@@ -370,7 +383,7 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
         widths = model.widths
         _log(f"fine-tuning from {finetune}" + (f" (maps {f}x finer)" if f > 1 else ""))
     else:
-        model = UNet(widths, f)
+        model = UNet(widths, f, fine_first)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     state = {"step": 0, "elapsed_s": 0.0, "minutes": minutes, "epochs": epochs, "history": []}
     if resume and ckpt_path.is_file():
@@ -516,6 +529,8 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
         meta["contact_weight"] = float(contact_weight)
     if f > 1:
         meta["out_scale"] = f
+    if fine_first:
+        meta["fine_first"] = True
     if presets:
         meta["presets"] = dict(presets)
     (out / "train.log.json").write_text(json.dumps(meta, indent=1))
@@ -553,7 +568,8 @@ def export_onnx(model_or_checkpoint, out_dir: str | Path, *, thresholds: dict | 
     from particlesnn.segment.decode import DEFAULTS
 
     config = {"name": name, "architecture": "unet", "widths": list(model.widths),
-              "out_scale": model.out_scale, "parameters": count_parameters(model), "outputs": ["prob", "dist", "boundary"],
+              "out_scale": model.out_scale, "fine_first": model.fine_first,
+              "parameters": count_parameters(model), "outputs": ["prob", "dist", "boundary"],
               "stride": STRIDE, "normalise": {"p_lo": 1.0, "p_hi": 99.5},
               "particles": "bright", "diameter_px_trained": [4, 60], "train": train_meta or {}}
     (out / "config.json").write_text(json.dumps(config, indent=1))
