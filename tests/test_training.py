@@ -301,8 +301,26 @@ def test_fine_first_network_trains_exports_and_reloads(tmp_path):
     torch.set_num_threads(1)
     with pytest.raises(ValueError, match="out_scale must be 2"):
         UNet((8, 16, 32, 64), out_scale=1, fine_first=True)
-    with pytest.raises(ValueError, match="cannot be combined with finetune"):
-        train([], tmp_path / "x", fine_first=True, finetune="default")
+    # from a 1x model: the last transposed convolution gives the old features pixel-repeated
+    from particlesnn.errors import InputError
+    from particlesnn.training.net import widen_head
+    from particlesnn.training.train import load_checkpoint, save_weights_npz
+
+    coarse = UNet((8, 16, 32, 64)).eval()
+    start = UNet((8, 16, 32, 64), out_scale=2, fine_first=True).eval()
+    start.load_state_dict(widen_head(coarse.state_dict(), 2, fine_first=True))
+    y = torch.randn(1, 16, 5, 6)
+    with torch.no_grad():
+        np.testing.assert_allclose(start.up[-1](y).numpy(), coarse.up[-1](y).repeat_interleave(
+            2, 2).repeat_interleave(2, 3).numpy(), atol=1e-6)
+    save_weights_npz(coarse, tmp_path / "coarse.npz")
+    run = train(None, tmp_path / "ff", epochs=1, n_synth=8, synth_size=64, crop=64, batch=4,
+                workers=1, p_package=0.0, finetune=tmp_path / "coarse.npz", fine_first=True,
+                export=False, threads=1)
+    assert load_checkpoint(run)[0].fine_first
+    save_weights_npz(UNet((8, 16, 32, 64), out_scale=2), tmp_path / "sub.npz")
+    with pytest.raises(InputError, match="only a 1x model"):
+        train(None, tmp_path / "x", finetune=tmp_path / "sub.npz", fine_first=True)
     net = UNet((8, 16, 32, 64), out_scale=2, fine_first=True)
     assert net(torch.randn(1, 1, 32, 40)).shape == (1, 3, 64, 80)
     rng = np.random.default_rng(0)

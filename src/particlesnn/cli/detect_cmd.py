@@ -134,9 +134,10 @@ def train(
                    "3x faster on small-particle images; fine-tuned from the shipped height "
                    "model it scored about 0.01 lower F1 (docs/model.md)."),
     fine_first: bool = typer.Option(
-        False, help="A new network whose full-resolution level runs on the image enlarged by 2 "
+        False, help="A network whose full-resolution level runs on the image enlarged by 2 "
                     "(maps 2x finer, implies --out-scale 2; about half the enlarged copy's "
-                    "network time; not yet measured for quality: docs/model.md)."),
+                    "network time; not yet measured for quality: docs/model.md). With "
+                    "--finetune, a 1x model is converted."),
     registry: Optional[Path] = typer.Option(
         None, help="Model registry folder (default ~/.particlesnn/models or $PARTICLESNN_MODELS)."),
     register: bool = typer.Option(
@@ -166,9 +167,9 @@ def train(
                                "(a fine-tune keeps its starting model's)")
     if out_scale is not None and out_scale not in (1, 2):
         raise InputError(None, f"--out-scale must be 1 or 2, got {out_scale}")
-    if fine_first and (from_ or finetune or out_scale not in (None, 2)):
-        raise InputError(None, "--fine-first makes a new network (maps 2x finer): not with "
-                               "--from, --finetune or --out-scale 1")
+    if fine_first and (from_ or out_scale not in (None, 2)):
+        raise InputError(None, "--fine-first gives maps 2x finer: not with --from or "
+                               "--out-scale 1")
     if not from_:
         training.train(data, out, minutes=minutes, epochs=epochs, resume=resume, finetune=finetune,
                        n_synth=3000 if n_synth is None else n_synth, batch=batch, crop=crop,

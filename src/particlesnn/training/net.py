@@ -92,12 +92,26 @@ class UNet(nn.Module):
         return self.shuffle(self.head(x))
 
 
-def widen_head(state: dict, out_scale: int) -> dict:
+def widen_head(state: dict, out_scale: int, fine_first: bool = False) -> dict:
     """A 1x U-Net's ``state_dict`` adapted to ``out_scale``: each output map's 1 x 1 head is
     repeated for the ``out_scale**2`` sub-pixels, so the new network starts from the old one's
-    maps enlarged by pixel repetition (fine-tuning then learns the sub-pixel detail)."""
+    maps enlarged by pixel repetition (fine-tuning then learns the sub-pixel detail).
+
+    With ``fine_first`` (``out_scale`` 2), for :class:`UNet` ``(fine_first=True)``: the head
+    keeps its 3 outputs and the last transposed convolution's 2 x 2 kernel becomes 4 x 4 (each
+    entry over a 2 x 2 block), i.e. the old one followed by pixel repetition onto level 0's
+    grid, which now lies on the input enlarged by 2 (as the 1x network ran on the enlarged
+    copy)."""
     s = int(out_scale)
     state = dict(state)
+    if fine_first:
+        if s != 2 or state["head.weight"].shape[0] != 3:
+            raise ValueError("fine_first starts from a 1x U-Net and gives out_scale 2")
+        key = max((k for k in state if k.startswith("up.") and k.endswith(".weight")),
+                  key=lambda k: int(k.split(".")[1]))
+        if state[key].shape[-1] == 2:
+            state[key] = state[key].repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+        return state
     w, b = state["head.weight"], state["head.bias"]
     if w.shape[0] == 3 * s * s:
         return state

@@ -296,9 +296,10 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
         :func:`~particlesnn.training.targets.upsample_labels`). None: the starting model's
         (``finetune``), else 1. A 1x starting model fine-tuned to 2 gets its head widened
         (:func:`~particlesnn.training.net.widen_head`).
-    fine_first : a new network's full-resolution level runs on the input enlarged by 2
-        (:class:`~particlesnn.training.net.UNet`; implies ``out_scale`` 2). Training from
-        scratch only: a fine-tune keeps its starting model's layout.
+    fine_first : the network's full-resolution level runs on the input enlarged by 2
+        (:class:`~particlesnn.training.net.UNet`; implies ``out_scale`` 2). A 1x starting
+        model (``finetune``) is converted (:func:`~particlesnn.training.net.widen_head`); a
+        fine-tune of a fine_first model keeps its layout without this flag.
 
     Returns the model folder path.
     """
@@ -312,14 +313,21 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
     rng = np.random.default_rng(seed)
     start = None
     if fine_first:
-        if finetune:
-            raise ValueError("fine_first makes a new network: it cannot be combined with finetune")
         if out_scale not in (None, 2):
             raise ValueError(f"fine_first gives maps 2x finer: out_scale must be 2, got {out_scale}")
         out_scale = 2
     if finetune:
         start, _ = load_checkpoint(finetune)
-        if out_scale is None:
+        if fine_first and not start.fine_first:
+            if start.out_scale != 1:
+                from particlesnn.errors import InputError
+
+                raise InputError(finetune, "its maps are made 2x finer by its head: only a 1x "
+                                           "model can become a fine_first one")
+            wide = UNet(start.widths, 2, fine_first=True)
+            wide.load_state_dict(widen_head(start.state_dict(), 2, fine_first=True))
+            start = wide
+        elif out_scale is None:
             out_scale = start.out_scale
         elif int(out_scale) != start.out_scale:
             if start.out_scale != 1:
