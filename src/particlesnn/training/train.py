@@ -318,25 +318,17 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
         out_scale = 2
     if finetune:
         start, _ = load_checkpoint(finetune)
-        if fine_first and not start.fine_first:
-            if start.out_scale != 1:
-                from particlesnn.errors import InputError
-
-                raise InputError(finetune, "its maps are made 2x finer by its head: only a 1x "
-                                           "model can become a fine_first one")
-            wide = UNet(start.widths, 2, fine_first=True)
-            wide.load_state_dict(widen_head(start.state_dict(), 2, fine_first=True))
-            start = wide
-        elif out_scale is None:
+        if out_scale is None:
             out_scale = start.out_scale
-        elif int(out_scale) != start.out_scale:
+        if int(out_scale) != start.out_scale or (fine_first and not start.fine_first):
             if start.out_scale != 1:
                 from particlesnn.errors import InputError
 
                 raise InputError(finetune, f"its maps are {start.out_scale}x finer than its input: "
-                                           f"cannot fine-tune it to out_scale {out_scale}")
-            wide = UNet(start.widths, int(out_scale))
-            wide.load_state_dict(widen_head(start.state_dict(), int(out_scale)))
+                                           "only a 1x model can be converted (out_scale "
+                                           f"{out_scale}{', fine_first' if fine_first else ''})")
+            wide = UNet(start.widths, int(out_scale), fine_first)
+            wide.load_state_dict(widen_head(start.state_dict(), int(out_scale), fine_first))
             start = wide
     f = int(out_scale or 1)
     if samples and any(smp.scale != f for smp in list(samples) + list(val_samples or [])):
