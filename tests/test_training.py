@@ -318,6 +318,13 @@ def test_fine_first_network_trains_exports_and_reloads(tmp_path):
                 workers=1, p_package=0.0, finetune=tmp_path / "coarse.npz", fine_first=True,
                 export=False, threads=1)
     assert load_checkpoint(run)[0].fine_first
+    # resume takes the network from the checkpoint, without the options repeated
+    train(None, run, epochs=2, n_synth=8, synth_size=64, crop=64, batch=4, workers=1,
+          p_package=0.0, resume=True, export=False, threads=1)
+    net, ck = load_checkpoint(run)
+    assert net.fine_first and ck["state"]["step"] == 4
+    with pytest.raises(InputError, match="resume: this run's network has maps 2x finer"):
+        train(None, run, epochs=3, resume=True, out_scale=1, export=False)
     save_weights_npz(UNet((8, 16, 32, 64), out_scale=2), tmp_path / "sub.npz")
     with pytest.raises(InputError, match="only a 1x model"):
         train(None, tmp_path / "x", finetune=tmp_path / "sub.npz", fine_first=True)

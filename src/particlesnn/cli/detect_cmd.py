@@ -97,7 +97,7 @@ def train(
     minutes: Optional[float] = typer.Option(
         None, help="Wall-clock budget of the optimisation, min (default 30; 10 with --from)."),
     epochs: Optional[float] = typer.Option(None, help="Budget in passes over the synthetic pool."),
-    resume: bool = typer.Option(False, help="Continue from OUT/checkpoint.pt."),
+    resume: bool = typer.Option(False, help="Continue from OUT/checkpoint.pt (its network; give the budget again)."),
     finetune: Optional[str] = typer.Option(
         None, "--finetune", metavar="[MODEL]",
         help="Start from these weights: a checkpoint.pt, a weights.npz, a model folder, a "

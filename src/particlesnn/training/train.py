@@ -255,7 +255,8 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
         ``minutes`` nor ``epochs`` is given).
     epochs : budget in passes over the synthetic pool (``n_synth`` images per pass, a crop
         each).
-    resume : continue from ``out/checkpoint.pt`` with the budget left.
+    resume : continue from ``out/checkpoint.pt`` with the budget left; the checkpoint's
+        network (widths, ``out_scale``, ``fine_first``) is used, ``finetune`` is not reloaded.
     finetune : start from these weights: a checkpoint, a ``weights.npz``, a model folder
         holding one of them, or a shipped model's name (``"default"``); the U-Net widths are
         then those of the starting model (``widths`` is ignored).
@@ -312,11 +313,25 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
         minutes = 30.0
     rng = np.random.default_rng(seed)
     start = None
+    resumed = None
+    if resume and ckpt_path.is_file():
+        # the checkpoint decides the network (layout and weights), not the options repeated
+        resumed = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ck_scale, ck_ff = int(resumed.get("out_scale", 1)), bool(resumed.get("fine_first", False))
+        if (out_scale is not None and int(out_scale) != ck_scale) or (fine_first and not ck_ff):
+            from particlesnn.errors import InputError
+
+            raise InputError(ckpt_path, f"resume: this run's network has maps {ck_scale}x finer "
+                                        f"than its input{' (fine_first)' if ck_ff else ''}, "
+                                        f"not out_scale {out_scale}"
+                                        f"{', fine_first' if fine_first else ''} as asked")
+        out_scale, fine_first = ck_scale, ck_ff
+        widths = tuple(resumed.get("widths", widths))
     if fine_first:
         if out_scale not in (None, 2):
             raise ValueError(f"fine_first gives maps 2x finer: out_scale must be 2, got {out_scale}")
         out_scale = 2
-    if finetune:
+    if finetune and resumed is None:
         start, _ = load_checkpoint(finetune)
         if out_scale is None:
             out_scale = start.out_scale
@@ -386,8 +401,8 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
         model = UNet(widths, f, fine_first)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     state = {"step": 0, "elapsed_s": 0.0, "minutes": minutes, "epochs": epochs, "history": []}
-    if resume and ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    if resumed is not None:
+        ck = resumed
         model.load_state_dict(ck["model"])
         if ck.get("opt"):
             opt.load_state_dict(ck["opt"])
