@@ -136,7 +136,8 @@ def train(
     fine_first: bool = typer.Option(
         False, help="A network whose full-resolution level runs on the image enlarged by 2 "
                     "(maps 2x finer, implies --out-scale 2; about half the enlarged copy's "
-                    "network time; not yet measured for quality: docs/model.md). With "
+                    "network time; a fine-tune from the height model scored a little below it: "
+                    "docs/model.md). With "
                     "--finetune, a 1x model is converted."),
     registry: Optional[Path] = typer.Option(
         None, help="Model registry folder (default ~/.particlesnn/models or $PARTICLESNN_MODELS)."),
