@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from particlesnn.errors import InputError
 from particlesnn.training.data import Sample, load_source, random_crop_batch, synth_pool, synth_stream
 from particlesnn.training.net import STRIDE, UNet, count_parameters, widen_head
 
@@ -109,8 +110,6 @@ def load_weights_npz(path: str | Path) -> UNet:
 
     Raises ``InputError`` when the file is missing or its arrays do not fit a U-Net.
     """
-    from particlesnn.errors import InputError
-
     path = Path(path)
     try:
         with np.load(path) as z:
@@ -143,7 +142,6 @@ def resolve_weights(path_or_name: str | Path | None) -> Path:
     present, else its ``weights.npz``) or the name of a shipped model (``None`` or ``"shipped"`` = ``"default"``).
     Raises ``InputError`` when none of these exists.
     """
-    from particlesnn.errors import InputError
     from particlesnn.model import WEIGHTS_DIR
 
     if path_or_name in (None, "shipped"):  # "shipped": --finetune without a value
@@ -319,12 +317,11 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
         resumed = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         ck_scale, ck_ff = int(resumed.get("out_scale", 1)), bool(resumed.get("fine_first", False))
         if (out_scale is not None and int(out_scale) != ck_scale) or (fine_first and not ck_ff):
-            from particlesnn.errors import InputError
-
+            asked = ", ".join(([f"out_scale {out_scale}"] if out_scale is not None else [])
+                              + (["fine_first"] if fine_first else []))
             raise InputError(ckpt_path, f"resume: this run's network has maps {ck_scale}x finer "
                                         f"than its input{' (fine_first)' if ck_ff else ''}, "
-                                        f"not out_scale {out_scale}"
-                                        f"{', fine_first' if fine_first else ''} as asked")
+                                        f"not {asked} as asked")
         out_scale, fine_first = ck_scale, ck_ff
         widths = tuple(resumed.get("widths", widths))
     if fine_first:
@@ -337,8 +334,6 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
             out_scale = start.out_scale
         if int(out_scale) != start.out_scale or (fine_first and not start.fine_first):
             if start.out_scale != 1:
-                from particlesnn.errors import InputError
-
                 raise InputError(finetune, f"its maps are {start.out_scale}x finer than its input: "
                                            "only a 1x model can be converted (out_scale "
                                            f"{out_scale}{', fine_first' if fine_first else ''})")
