@@ -136,6 +136,29 @@ def test_overlap_goes_to_the_higher_particle():
     assert lab[100, 75] == 2
 
 
+def test_particle_against_a_higher_terrace_is_labelled_where_it_shows():
+    # a 4 nm wide, 0.5 nm high cap whose centre sits 10 px left of a 1.005 nm step (3 layers):
+    # the terrace right of the step is higher than the particle, so only its left part shows
+    n, ps = 200, 0.05
+    pop = {"x": np.array([90.0]), "y": np.array([100.0]), "d": np.array([4.0]),
+           "h": np.array([0.5]), "e": np.zeros(1), "theta": np.zeros(1),
+           "shape": np.array([SHAPES.index("cap")]), "sp": np.zeros(1),
+           "harm_a": np.zeros((1, 4)), "harm_p": np.zeros((1, 4))}
+    sub = np.zeros((n, n))
+    sub[:, 100:] = 3 * 0.335
+    surf, lab, base = add_particles(sub.copy(), pop, 0, ps, "none", 0.0, F)
+    assert base[0] == 0.0
+    assert (lab[:, 100:] == 0).all()  # hidden under the terrace: not the particle's
+    flat, _, _ = add_particles(np.zeros((n, n)), pop, 0, ps, "none", 0.0, F)
+    assert np.array_equal(lab[:, :100] == 1, flat[:, :100] > F * 0.5)  # the part that shows
+    assert np.array_equal(surf[:, 100:], sub[:, 100:])  # and the image shows no particle there
+    # a taller particle shows above the terrace where it rises more than the step
+    pop["h"] = np.array([1.8])
+    surf, lab, _ = add_particles(sub.copy(), pop, 0, ps, "none", 0.0, F)
+    right = lab[:, 100:] == 1
+    assert right.any() and np.array_equal(right, surf[:, 100:] > sub[:, 100:])
+
+
 def test_deterministic_for_a_seed():
     a = generate("stm-mixed", 11, size=160)
     b = generate("stm-mixed", np.random.default_rng(11), size=160)

@@ -101,6 +101,15 @@ def choose_scale(shape: tuple[int, int], diameter_px: float | None) -> float:
     return s
 
 
+def background_removed(img: np.ndarray, sigma: float) -> np.ndarray:
+    """``img`` minus its Gaussian blur of ``sigma`` px (edges reflected): the slow background
+    removal of the profiles (:data:`PROFILES`), applied to each copy before the network and to
+    training crops alike (:mod:`particlesnn.training.data`). ``sigma`` 0: ``img`` unchanged."""
+    if sigma <= 0:
+        return img
+    return img - cv2.GaussianBlur(img, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+
+
 def copy_maps(model, data: np.ndarray, factor: float, sigma: float, tile: int = 1024) -> dict:
     """The network's maps of ``data`` resampled by ``factor`` (< 1 shrinks: area average;
     > 1 enlarges: bicubic), with its slow background removed: the copy minus its Gaussian blur
@@ -114,9 +123,7 @@ def copy_maps(model, data: np.ndarray, factor: float, sigma: float, tile: int = 
         work = cv2.resize(data, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC)
     else:
         work = data
-    if sigma > 0:
-        work = work - cv2.GaussianBlur(work, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
-    return predict_maps(model, work, tile=tile, coarse=True)
+    return predict_maps(model, background_removed(work, sigma), tile=tile, coarse=True)
 
 
 class MapsOf:

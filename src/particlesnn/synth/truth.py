@@ -2,8 +2,10 @@
 
 Footprint rule (documented in ``docs/synthetic.md``): pixel p belongs to particle k when k's
 *own* height above its base plane, after tip convolution (primary apex only), exceeds
-``fraction * h_k`` (h_k = k's apex height). Where several particles claim p, p belongs to the
-one whose absolute top (base + own dilated height) is highest there.
+``fraction * h_k`` (h_k = k's apex height) and k's top there (base + own dilated height) is
+above the bare substrate: a particle against a higher terrace (a step edge) is not labelled
+where the terrace hides it. Where several particles claim p, p belongs to the one whose
+absolute top is highest there.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ def add_particles(surface: np.ndarray, pop: dict[str, np.ndarray], offset: int,
     best = np.full((rows, cols), -np.inf)
     base = np.zeros(n)
     ps = pixel_size_nm
+    bare = surface.copy()  # the substrate alone: a particle is visible only above it
     for k in range(n):
         cx = pop["x"][k] + offset
         cy = pop["y"][k] + offset
@@ -62,7 +65,7 @@ def add_particles(surface: np.ndarray, pop: dict[str, np.ndarray], offset: int,
         mask = own_d > fraction * h
         abs_d = base[k] + own_d
         bview = best[i0:i1, j0:j1]
-        win = mask & (abs_d > bview)
+        win = mask & (abs_d > bview) & (abs_d > bare[i0:i1, j0:j1])
         bview[win] = abs_d[win]
         labels[i0:i1, j0:j1][win] = k + 1
     return surface, labels, base

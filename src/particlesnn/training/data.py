@@ -395,7 +395,7 @@ def random_crop_batch(samples: list[Sample], rng: np.random.Generator, batch: in
     background removal of inference (:data:`BACKGROUND_SIGMAS`: the crop minus its Gaussian
     blur, renormalised), contrast gamma / scale / offset, extra noise.
     """
-    import cv2
+    from particlesnn.segment import neural
 
     idx = rng.choice(len(samples), size=batch, p=weights)
     sc = {samples[i].scale for i in idx}
@@ -423,8 +423,7 @@ def random_crop_batch(samples: list[Sample], rng: np.random.Generator, batch: in
             im, tt = im[:, ::-1], tt[:, :, ::-1]
         sig = BACKGROUND_SIGMAS[rng.choice(len(BACKGROUND_SIGMAS), p=BACKGROUND_P)]
         if sig > 0:  # as segment.neural's profiles do before the network
-            im = np.ascontiguousarray(im)
-            im = normalise(im - cv2.GaussianBlur(im, (0, 0), sig, borderType=cv2.BORDER_REFLECT))
+            im = normalise(neural.background_removed(np.ascontiguousarray(im), sig))
         r = rng.random()
         if r < 0.3:  # gamma on the [0, 1] part
             g = np.exp(rng.normal(0, 0.35))
