@@ -14,7 +14,9 @@ training run draws, ``particlesnn.synth.presets``; ``--n`` images each, seeds 9,
 scored in a group of their own (``--no-heldout`` skips them). Printed per preset and method: centre-rule P/R/F1, IoU>=0.5 F1, mean matched
 IoU, COCO mAP@[.5:.95] (masks and boxes, maxDets 500), size accuracy (mean per image),
 seconds per megapixel of the segmentation step and peak heap memory (tracemalloc, on the first
-image of each preset). Set-level ratios come from summed counts.
+image of each preset). Set-level ratios come from summed counts. Then, over the presets of
+"all", the centre-rule recall by kind of particle (footprint size, touching a HOPG step edge or
+not, cut by the image border; the truth table's columns): where the misses are.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 import _common as C  # noqa: F401  (puts src/ on sys.path)
+from particlesnn import matching
 from particlesnn import preprocess as pp
 from particlesnn.evaluate import coco_map, evaluate_pair, summarize
 from particlesnn.synth import generate
@@ -46,6 +49,34 @@ def suite(n: int, n_large: int, heldout: bool = False, base: int = SEED_BASE):
     for k, p in enumerate(PRESETS + (HELDOUT if heldout else [])):
         for i in range(n_large if p == "stm-large" else n):
             yield p, base + 1000 * k + i
+
+
+#: Footprint equivalent-diameter bins (px) of the recall-by-kind table.
+SIZE_BINS = (0, 4, 6, 8, 12, np.inf)
+
+
+def recall_by_kind(kinds: dict[str, list]) -> str:
+    """Markdown table: per kind of true particle (footprint size bin, on a step edge or not,
+    cut by the border), its count, share and each method's centre-rule recall. ``kinds``:
+    method -> [(truth table, bool hit per truth row), ...] (the same images for every method)."""
+    import pandas as pd
+
+    methods = list(kinds)
+    tables = {m: pd.concat([t.assign(hit=h) for t, h in kinds[m]], ignore_index=True) for m in methods}
+    ref = tables[methods[0]]
+    d = ref["footprint_eqd_px"].to_numpy()
+    groups = [(f"footprint {lo:g}-{hi:g} px" if np.isfinite(hi) else f"footprint >= {lo:g} px",
+               (d >= lo) & (d < hi)) for lo, hi in zip(SIZE_BINS[:-1], SIZE_BINS[1:])]
+    groups += [("on a step edge", ref["on_step"].to_numpy(bool)),
+               ("not on a step edge", ~ref["on_step"].to_numpy(bool)),
+               ("cut by the border", ref["cut_by_border"].to_numpy(bool)),
+               ("all", np.ones(len(ref), bool))]
+    rows = []
+    for name, sel in groups:
+        n = int(sel.sum())
+        rows.append([name, str(n), C.fmt(n / max(len(ref), 1))]
+                    + [C.fmt(tables[m]["hit"].to_numpy()[sel].mean()) if n else "-" for m in methods])
+    return C.markdown_table(["true particles", "n", "share"] + [f"{m} recall" for m in methods], rows)
 
 
 def prepare(hm, polarity: str = "auto"):
@@ -79,6 +110,7 @@ def main(argv=None) -> int:
     secs: dict[tuple[str, str], list[float]] = {}
     mpix: dict[tuple[str, str], float] = {}
     peaks: dict[tuple[str, str], float] = {}
+    kinds: dict[str, list] = {}  # method -> [(truth table, hit per truth)] over the "all" presets
     pre_secs, pre_mpix, gen_secs = 0.0, 0.0, 0.0
     n_dark = n_images = 0
     methods, why = None, {}
@@ -104,6 +136,10 @@ def main(argv=None) -> int:
             if preset not in first_of or key not in peaks:
                 peaks[key] = C.peak_mb(C.segment, hm, m)
             r = evaluate_pair(seg.labels, si.labels, seg.scores, coco=False)
+            if preset in PRESETS:
+                hit = np.zeros(len(si.particles), bool)
+                hit[matching.centre_match(seg.labels, si.labels, seg.scores).pairs[:, 1]] = True
+                kinds.setdefault(m, []).append((si.particles, hit))
             r["name"] = f"{preset}-{seed}"
             rows.setdefault(key, []).append(r)
             ci = coco_in.setdefault(key, ([], [], []))
@@ -182,6 +218,9 @@ def main(argv=None) -> int:
             cap_head += [f"{m}, maxDets 500", f"{m}, all detections"]
         md += ("\n\nBox mAP and the maxDets 500 cap (a perfect prediction of an image with n > 500 "
                "particles is scored on its 500 best only):\n\n" + C.markdown_table(cap_head, cap_rows))
+    if kinds:
+        md += ("\n\nCentre-rule recall by kind of particle (presets of 'all'; footprint size = the "
+               "truth's equivalent diameter):\n\n" + recall_by_kind(kinds))
     total = time.perf_counter() - t_start
     notes = (f"Machine: {C.machine()}. Suite: {args.n} images x 4 presets + {args.n_large} stm-large, "
              + (f"+ {args.n} x {len(HELDOUT)} held-out presets (not in 'all'), " if args.heldout else "")

@@ -320,12 +320,18 @@ def test_step_fraction_puts_particles_on_step_edges():
             ring = ndi.binary_dilation(fp, iterations=3) & ~fp & (lab == 0)
             levels = np.unique(np.round(z[ring] / 0.335))
             hits.append(len(levels) >= 2)
-        return np.mean(hits), si.count
+        # the truth table's on_step (footprint within 1 px of a step edge) agrees with the
+        # levels around each particle
+        agree = np.mean(np.array(hits) == si.particles["on_step"].to_numpy(bool))
+        return np.mean(hits), si.count, si.particles["on_step"].mean(), agree
 
-    f1, n1 = on_edge_fraction(1.0)
-    f0, n0 = on_edge_fraction(0.0)
+    f1, n1, s1, a1 = on_edge_fraction(1.0)
+    f0, n0, s0, a0 = on_edge_fraction(0.0)
     assert n1 >= 5 and n0 >= 5
     assert f1 > 0.8 and f0 < 0.5, (f1, f0)
+    assert s1 > 0.8 and s0 < 0.5 and min(a1, a0) >= 0.8, (s1, s0, a1, a0)
+    flat = generate(_flat_params(particles=ParticleParams(coverage=0.02)), 5)
+    assert flat.count and not flat.particles["on_step"].any()  # no steps: never on one
 
 
 def test_heldout_presets_draw_outside_the_training_ranges():

@@ -20,7 +20,7 @@ from particlesnn.synth.truth import add_particles, relabel
 TRUTH_COLUMNS = [
     "image", "label", "x_px", "y_px", "diameter_nm", "footprint_eqd_nm", "footprint_eqd_px",
     "height_nm", "ellipticity", "orientation_deg", "area_px", "shape", "population",
-    "cluster", "cut_by_border", "snr",
+    "cluster", "cut_by_border", "on_step", "snr",
 ]
 
 
@@ -39,7 +39,8 @@ class SynthImage:
         visible footprint), height_nm (apex above local substrate), ellipticity
         (1 - minor/major), orientation_deg (major axis, from +x toward +y, 0-180), area_px,
         shape, population (0/1 for bimodal), cluster (id shared by touching neighbours),
-        cut_by_border (footprint touches the image edge or an overlay), snr (STM: apex height
+        cut_by_border (footprint touches the image edge or an overlay), on_step (STM: the
+        footprint touches a substrate step edge, within 1 px; False otherwise), snr (STM: apex height
         over the rms of white + 1/f + line-offset noise; NaN for other modalities).
     image : the observation, float32: for SPM the height in nm (the same array object as
         ``height.data``: copy before modifying in place), the rendered intensity (about 0..1)
@@ -173,14 +174,16 @@ def _generate_spm(p: SynthParams, rng: np.random.Generator) -> SynthImage:
     yy = np.arange(rows)[:, None] * ps
     xx = np.arange(cols)[None, :] * ps
     z = z + p.substrate.tilt[0] * xx + p.substrate.tilt[1] * yy
+    steps = edges[pad_b:pad_b + rows, pad_b:pad_b + cols].astype(np.uint8)
     fields = inst_mod.warp_fields((rows, cols), p.instrument)
     if fields is not None:
         z, labels = inst_mod.warp(z, labels, fields)
+        steps = inst_mod.warp(steps.astype(np.float32), steps, fields)[1]
     z = inst_mod.scan_artefacts(z, p.instrument, rng)
     labels, kept = relabel(labels)
     ip = p.instrument
     noise = float(np.sqrt(ip.white_noise_nm ** 2 + ip.pink_noise_nm ** 2 + ip.line_offset_nm ** 2))
-    table = truth_table(labels, kept - 1, pop, ps, fields, noise_nm=noise)
+    table = truth_table(labels, kept - 1, pop, ps, fields, noise_nm=noise, steps=steps > 0)
     z32 = z.astype(np.float32)
     hm = HeightMap(z32, pixel_size=(ps, ps), channel="Z", unit="nm",
                    metadata={"synthetic": True})
@@ -196,12 +199,13 @@ def _no_particles(p: SynthParams):
 
 def truth_table(labels: np.ndarray, idx: np.ndarray, pop: dict[str, np.ndarray], ps: float,
                 fields=None, blocked: np.ndarray | None = None,
-                noise_nm: float | None = None) -> pd.DataFrame:
+                noise_nm: float | None = None, steps: np.ndarray | None = None) -> pd.DataFrame:
     """Per-particle truth for consecutive ``labels``; ``idx[k-1]`` = population index of label k.
 
     ps : pixel size nm/px. fields : drift/creep warp (to map true centres to image px).
     blocked : bool mask of overlay pixels (a footprint touching it counts as cut).
     noise_nm : rms height noise (nm) for the ``snr`` column (None -> NaN).
+    steps : bool mask of substrate step-edge pixels (``on_step``: a footprint within 1 px).
     """
     rows, cols = labels.shape
     n = len(idx)
@@ -215,6 +219,10 @@ def truth_table(labels: np.ndarray, idx: np.ndarray, pop: dict[str, np.ndarray],
         from scipy import ndimage as ndi
         near = ndi.binary_dilation(blocked, iterations=1)
         edge[np.unique(labels[near])] = True
+    on_step = np.zeros(n + 1, dtype=bool)
+    if steps is not None and steps.any():
+        from scipy import ndimage as ndi
+        on_step[np.unique(labels[ndi.binary_dilation(steps, np.ones((3, 3), bool))])] = True
     x, y = inst_mod.sample_to_image(pop["x"][idx], pop["y"][idx], (rows, cols), fields)
     eqd_px = 2.0 * np.sqrt(area / np.pi)
     shapes = np.array(SHAPES)[pop["shape"][idx].astype(int)]
@@ -233,5 +241,6 @@ def truth_table(labels: np.ndarray, idx: np.ndarray, pop: dict[str, np.ndarray],
         "population": pop["pop"][idx].astype(np.int64),
         "cluster": pop["cluster"][idx].astype(np.int64),
         "cut_by_border": edge[1:],
+        "on_step": on_step[1:],
         "snr": pop["h"][idx] / max(noise_nm, 1e-6) if noise_nm is not None else np.nan,
     })
