@@ -92,6 +92,20 @@ def relabel_with_scores(labels: np.ndarray, prob: np.ndarray, min_area: int = 1,
                    dict(info or {}))
 
 
+_BOARD = np.zeros((0, 0), np.float32)
+
+
+def _board(rows: int, cols: int, parity: int) -> np.ndarray:
+    """+1e-3 on the black squares ((row + col + parity) even) of a rows x cols checkerboard,
+    -1e-3 elsewhere (a view of a cached array, grown on demand)."""
+    global _BOARD
+    if _BOARD.shape[0] < rows + 1 or _BOARD.shape[1] < cols:
+        n = max(rows + 1, cols, 2 * _BOARD.shape[0], 64)
+        grid = np.add.outer(np.arange(n), np.arange(n)) % 2 == 0
+        _BOARD = np.where(grid, 1e-3, -1e-3).astype(np.float32)
+    return _BOARD[parity:parity + rows, :cols]
+
+
 def shrink_mask(mask: np.ndarray, offset: tuple[int, int], k: int,
                 origin: tuple[int, int] = (0, 0)) -> np.ndarray:
     """A mask on a grid ``k`` times finer (integer ``k``), brought to the coarse grid: a coarse
@@ -104,15 +118,15 @@ def shrink_mask(mask: np.ndarray, offset: tuple[int, int], k: int,
     (row, col) in the whole coarse grid (for the checkerboard). Returns a bool array of
     ``ceil((offset + mask.shape) / k)`` coarse pixels, starting at that block.
     """
-    mask = np.asarray(mask, np.float32)
+    mask = np.asarray(mask)
     oy, ox = int(offset[0]), int(offset[1])
     rows, cols = -(-(oy + mask.shape[0]) // k), -(-(ox + mask.shape[1]) // k)
-    fine = np.zeros((rows * k, cols * k), np.float32)
-    fine[oy:oy + mask.shape[0], ox:ox + mask.shape[1]] = mask
-    block = fine.reshape(rows, k, cols, k).mean(axis=(1, 3))
-    board = (np.arange(origin[0], origin[0] + rows)[:, None]
-             + np.arange(origin[1], origin[1] + cols)[None, :]) % 2 == 0
-    return (block > 0.5) | ((block == 0.5) & board)
+    fine = cv2.copyMakeBorder((mask != 0).astype(np.float32), oy, rows * k - oy - mask.shape[0],
+                              ox, cols * k - ox - mask.shape[1], cv2.BORDER_CONSTANT, value=0)
+    # the share of each block that is in (INTER_AREA at an integer factor: the block means, in
+    # steps of 1 / k^2, so the checkerboard's +-0.001 decides exact halves only)
+    block = cv2.resize(fine, (cols, rows), interpolation=cv2.INTER_AREA)
+    return block + _board(rows, cols, (int(origin[0]) + int(origin[1])) % 2) > 0.5
 
 
 def merge_instances(candidates, shape: tuple[int, int], max_overlap: float = 0.3,
