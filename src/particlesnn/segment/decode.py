@@ -99,11 +99,13 @@ def _board(rows: int, cols: int, parity: int) -> np.ndarray:
     """+1e-3 on the black squares ((row + col + parity) even) of a rows x cols checkerboard,
     -1e-3 elsewhere (a view of a cached array, grown on demand)."""
     global _BOARD
-    if _BOARD.shape[0] < rows + 1 or _BOARD.shape[1] < cols:
-        n = max(rows + 1, cols, 2 * _BOARD.shape[0], 64)
+    board = _BOARD  # one reference: another thread may replace the cache meanwhile
+    if board.shape[0] < rows + 1 or board.shape[1] < cols:
+        n = max(rows + 1, cols, 2 * board.shape[0], 64)
         grid = np.add.outer(np.arange(n), np.arange(n)) % 2 == 0
-        _BOARD = np.where(grid, 1e-3, -1e-3).astype(np.float32)
-    return _BOARD[parity:parity + rows, :cols]
+        board = np.where(grid, 1e-3, -1e-3).astype(np.float32)
+        _BOARD = board
+    return board[parity:parity + rows, :cols]
 
 
 def shrink_mask(mask: np.ndarray, offset: tuple[int, int], k: int,
