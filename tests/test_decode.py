@@ -206,3 +206,47 @@ def test_enlarged_copy_particles_keep_their_area_and_place():
     one = shrink_mask(np.ones((3, 3), bool), (1, 1), 2)    # blocks 1/4, 1/2, 1/2, 1
     assert one.tolist() == [[False, False], [False, True]]
     assert shrink_mask(np.ones((3, 3), bool), (1, 1), 2, origin=(0, 1)).tolist() == [[False, True], [True, True]]
+
+
+def _shoulder_maps(second_peak: float):
+    """A particle (disc r 12, dist peak 1) with a smaller one (r 7) on its flank, 15 px away,
+    whose own dist peak is ``second_peak`` and which the foreground joins to the first."""
+    truth = _discs((60, 80), [(30, 30, 12), (30, 45, 7)])
+    maps = _ideal_maps(truth)
+    maps["dist"][truth == 2] *= second_peak
+    return truth, maps
+
+
+def test_peak_seeds_split_a_shoulder_that_never_reaches_the_marker_threshold():
+    truth, maps = _shoulder_maps(0.5)  # its dist peaks at 0.5, under marker_thresh 0.6
+    assert decode(maps, marker_thresh=0.6).count == 1
+    seg = decode(maps, marker_thresh=0.6, peak_h=0.1)
+    assert seg.count == 2 and seg.info["peak_h"] == 0.1
+    for k in (1, 2):
+        assert _best_iou(truth, seg.labels, k) > 0.85
+    # isolated particles (no border between basins) and an empty map
+    iso = _ideal_maps(_discs((40, 40), [(20, 20, 8)]))
+    assert decode(iso, peak_h=0.1).count == 1
+    z = np.zeros((16, 16), np.float32)
+    assert decode({"prob": z, "dist": z}, peak_h=0.1).count == 0
+    # a peak of dynamic below h (a ripple on the flank) is no particle
+    ripple = _shoulder_maps(0.5)[1]
+    assert decode(ripple, marker_thresh=0.6, peak_h=0.6).count == 1
+
+
+def test_peak_seeds_without_seed_regions_are_the_h_maxima():
+    from skimage.morphology import h_maxima
+
+    from particlesnn.segment.decode import peak_labels
+
+    for seed in range(8):
+        f = ndi.gaussian_filter(np.random.default_rng(seed).random((96, 96)), 3)
+        f = (f - f.min()) / (f.max() - f.min())
+        for h in (0.02, 0.05, 0.1):
+            lab = peak_labels(f, np.ones(f.shape, bool), np.zeros(f.shape, bool), h)
+            n_ref = ndi.label(h_maxima(f, h), structure=np.ones((3, 3)))[1]
+            assert len(np.unique(lab[lab > 0])) == n_ref
+            # each particle holds exactly one h-maximum region
+            ref = ndi.label(h_maxima(f, h), structure=np.ones((3, 3)))[0]
+            pairs = np.unique(np.c_[lab[ref > 0], ref[ref > 0]], axis=0)
+            assert len(np.unique(pairs[:, 0])) == len(pairs) == n_ref

@@ -179,7 +179,8 @@ def decode_profile(maps_list: list, thresholds: dict) -> list:
         seg = decode(maps, prob_thresh=thresholds["prob_thresh"],
                      marker_thresh=thresholds["marker_thresh"],
                      min_area=int(thresholds["min_area"]) * (max(1, round(f * f)) if f > 1 else 1),
-                     min_score=thresholds["min_score"])
+                     min_score=thresholds["min_score"],
+                     peak_h=float(thresholds.get("peak_h", 0.0)))
         out.append((seg.labels, seg.scores, f))
     return out
 
