@@ -229,9 +229,8 @@ def test_peak_seeds_split_a_shoulder_that_never_reaches_the_marker_threshold():
     assert decode(iso, peak_h=0.1).count == 1
     z = np.zeros((16, 16), np.float32)
     assert decode({"prob": z, "dist": z}, peak_h=0.1).count == 0
-    # a peak of dynamic below h (a ripple on the flank) is no particle
-    ripple = _shoulder_maps(0.5)[1]
-    assert decode(ripple, marker_thresh=0.6, peak_h=0.6).count == 1
+    # a peak whose dynamic (about 0.5 here) is below h seeds nothing
+    assert decode(maps, marker_thresh=0.6, peak_h=0.6).count == 1
 
 
 def test_peak_seeds_without_seed_regions_are_the_h_maxima():
@@ -244,9 +243,8 @@ def test_peak_seeds_without_seed_regions_are_the_h_maxima():
         f = (f - f.min()) / (f.max() - f.min())
         for h in (0.02, 0.05, 0.1):
             lab = peak_labels(f, np.ones(f.shape, bool), np.zeros(f.shape, bool), h)
-            n_ref = ndi.label(h_maxima(f, h), structure=np.ones((3, 3)))[1]
+            ref, n_ref = ndi.label(h_maxima(f, h), structure=np.ones((3, 3)))
             assert len(np.unique(lab[lab > 0])) == n_ref
             # each particle holds exactly one h-maximum region
-            ref = ndi.label(h_maxima(f, h), structure=np.ones((3, 3)))[0]
             pairs = np.unique(np.c_[lab[ref > 0], ref[ref > 0]], axis=0)
             assert len(np.unique(pairs[:, 0])) == len(pairs) == n_ref
