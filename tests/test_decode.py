@@ -248,3 +248,17 @@ def test_peak_seeds_without_seed_regions_are_the_h_maxima():
             # each particle holds exactly one h-maximum region
             pairs = np.unique(np.c_[lab[ref > 0], ref[ref > 0]], axis=0)
             assert len(np.unique(pairs[:, 0])) == len(pairs) == n_ref
+
+
+def test_segment_model_reports_peak_seeds_when_a_model_asks_for_them():
+    import particlesnn.segment.neural as neural
+    from particlesnn.heightmap import HeightMap
+    from particlesnn.model import load_model
+
+    lab = _discs((96, 96), [(30, 30, 8), (30, 44, 6), (70, 60, 8)])
+    hm = HeightMap(0.05 * np.random.default_rng(1).random((96, 96)) + (lab > 0), pixel_size=None, unit="a.u.")
+    model = load_model()
+    assert "peak_h" not in neural.segment_model(hm, model=model, profile="standard").info
+    model.thresholds["peak_h"] = 0.2  # top level: the standard profile of plain images
+    seg = neural.segment_model(hm, model=model, profile="standard")
+    assert seg.info["peak_h"] == 0.2 and seg.count >= 2

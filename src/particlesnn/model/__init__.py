@@ -7,8 +7,9 @@ A model is a folder in the StarDist style:
 * ``model.onnx``       input ``image`` (N, 1, H, W) float32, output ``maps`` (N, 3, s H, s W)
   logits, ``s`` the config's ``"out_scale"`` (1 when absent; 2: maps twice as fine as the image);
 * ``thresholds.json``  decoding thresholds (``prob_thresh``, ``marker_thresh``, ``min_area``,
-  ``min_score``; an entry per profile, e.g. ``"textured": {...}``, overrides them for that
-  profile) and the profile switch (``textured_below_mean_score``).
+  ``min_score``, optional ``peak_h``: peak seeds, off when absent; an entry per profile, e.g.
+  ``"textured": {...}``, overrides them for that profile) and the profile switch
+  (``textured_below_mean_score``).
 
 The shipped models live in ``particlesnn/model/weights/``: ``default/``, ``height/`` and
 ``textured/``. The default's ``config.json`` names the other two: height maps in nm are handed

@@ -173,7 +173,7 @@ def profile_thresholds(thresholds: dict, name: str, height: bool = False) -> dic
 def decode_profile(maps_list: list, thresholds: dict) -> list:
     """Decode each ``(maps, factor)`` of :func:`profile_maps` with the decoding
     ``thresholds`` (``prob_thresh``, ``marker_thresh``, ``min_area`` px of the copy,
-    ``min_score``); returns the candidates of :func:`~particlesnn.segment.decode.merge_instances`."""
+    ``min_score``, optional ``peak_h``); returns the candidates of :func:`~particlesnn.segment.decode.merge_instances`."""
     out = []
     for maps, f in maps_list:
         seg = decode(maps, prob_thresh=thresholds["prob_thresh"],
@@ -350,6 +350,8 @@ def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
                 "min_score": float(th["min_score"]), "max_overlap": seg.info["max_overlap"],
                 "fragments_replaced": seg.info.get("fragments_replaced", 0),
                 "certainty": mean}
+    if th.get("peak_h"):
+        seg.info["peak_h"] = float(th["peak_h"])
     seg = _drop_sunken(seg, data)
     if height and ghosts:
         seg = drop_ghosts(seg, data)
