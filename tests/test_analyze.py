@@ -105,6 +105,17 @@ def test_bad_file_is_skipped_and_reported(synthetic_folder, tmp_path):
     assert len(summary["images"]) == 3
 
 
+def test_single_bad_file_gives_one_line(tmp_path):
+    bad = tmp_path / "truncated.gsf"
+    bad.write_bytes(b"Gwyddion Simple Field 1.0\nXRes = 100\nYRes = 100\n")
+    res = _run(["analyze", str(bad), "--out", str(tmp_path / "out"), "--method", "threshold"])
+    assert res.exit_code == 1
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    # one unwrapped line naming the file and the problem; no empty summary table
+    assert len(lines) == 1, res.output
+    assert lines[0].startswith("error: truncated.gsf: ") and len(lines[0]) > 30
+
+
 def test_existing_output_is_not_mixed(synthetic_folder, tmp_path):
     d, _ = synthetic_folder
     out = tmp_path / "out"

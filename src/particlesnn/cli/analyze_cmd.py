@@ -184,6 +184,13 @@ def _summary_table(results, failed, set_stats):
     return t
 
 
+def _say_failed(console, path, problem: str, alone: bool) -> None:
+    """One unwrapped stderr line for an input that could not be analysed: ``error:`` when it
+    was the only input, ``skipped`` when the others go on."""
+    word = "error:" if alone else "skipped"
+    console.print(f"[red]{word}[/red] {Path(path).name}: {problem}", soft_wrap=True, highlight=False)
+
+
 @app.command()
 def analyze(
     inputs: list[str] = typer.Argument(..., help="Files, folders or globs to analyse."),
@@ -283,14 +290,15 @@ def analyze(
     if done:
         log({"event": "resume", "complete": len(done), "todo": len(todo)})
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console, transient=True) as progress:
+                  TimeElapsedColumn(), console=console, transient=True,
+                  disable=not console.is_terminal) as progress:
         bar = progress.add_task("analysing", total=len(files), completed=len(done))
         try:
             for rec in run_images(todo, mode=mode, workers=workers, scheduler=scheduler):
                 i = rec["index"]
                 if rec["status"] == "failed":
                     failed_at[i] = (str(files[i]), rec["problem"])
-                    console.print(f"[red]skipped[/red] {files[i].name}: {rec['problem']}")
+                    _say_failed(console, files[i], rec["problem"], alone=len(files) == 1)
                     log({"image": rec["image"], "status": "failed", "problem": rec["problem"]})
                 else:
                     done[i] = slim_record(rec)
@@ -306,6 +314,8 @@ def analyze(
     set_stats = write_set_outputs_from_records(records, out, options=opts.to_dict(),
                                                failed=failed, include_border=opts.include_border,
                                                groups=group_map)
+    if not records:  # nothing analysed: the one-line errors above say it all
+        raise typer.Exit(code=1)
     Console().print(_summary_table(records, failed, set_stats))
     if group_map:
         Console().print(f"Group comparison in {out / 'groups.csv'} and {out / 'group_tests.csv'}")
@@ -359,9 +369,11 @@ def measure(
             results.append(r)
         except InputError as err:
             failed.append((str(f), err.problem))
-            Console(stderr=True).print(f"[red]skipped[/red] {err}")
+            _say_failed(Console(stderr=True), f, err.problem, alone=len(files) == 1)
     set_stats = write_set_outputs(results, out, options=opts.to_dict(), failed=failed,
                                   include_border=opts.include_border)
+    if not results:
+        raise typer.Exit(code=1)
     Console().print(_summary_table(results, failed, set_stats))
     if failed:
         raise typer.Exit(code=1)
