@@ -46,6 +46,16 @@ def test_info_unreadable_and_constant(tmp_path):
     assert "Traceback" not in out
 
 
+@pytest.mark.parametrize("cmd", [["info"], ["convert", "--to", "gsf"]])
+def test_single_unreadable_file_is_one_line(tmp_path, cmd):
+    bad = tmp_path / "a_file_name_long_enough_that_80_columns_would_wrap_its_error.sxm"
+    bad.write_text("no scan here\n")
+    res = runner.invoke(app, [*cmd, str(bad)], env={"COLUMNS": "80"})
+    assert res.exit_code != 0
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {bad.name}: "), res.output
+
+
 def test_info_real_samples(samples_dir):
     files = [str(samples_dir / r) for r in (
         "sxm/pySPM_test.sxm", "gwy/PTO_110_Virgin0001.gwy", "nid/circles.nid", "mdt/test_mdt.mdt")]

@@ -96,10 +96,12 @@ def info(
             bad += 1
             table.add_row(Path(r["file"]).name, "[red]unreadable[/red]", "", "", "", "", "", "",
                           f"[red]{r['error']}[/red]", style="red")
-    console.print(table)
+    if bad < len(rows):  # a table of unreadable files only would repeat the lines below
+        console.print(table)
     for r in rows:
         if not r["ok"]:
-            err_console.print(f"[red]error: {Path(r['file']).name}: {r['error']}[/red]", highlight=False)
+            err_console.print(f"[red]error: {Path(r['file']).name}: {r['error']}[/red]",
+                              highlight=False, soft_wrap=True)
     if bad:
         raise typer.Exit(1)
 
@@ -146,7 +148,7 @@ def convert(
             written = convert_file(f, to, out, channel)
         except InputError as err:
             bad += 1
-            err_console.print(f"[red]error: {err}[/red]", highlight=False)
+            err_console.print(f"[red]error: {err}[/red]", highlight=False, soft_wrap=True)
             continue
         console.print(f"{f.name} -> {written}", highlight=False)
     if bad:
