@@ -1,6 +1,7 @@
 """A tiny training run lowers the loss; ONNX export matches torch; train without torch."""
 from __future__ import annotations
 
+import json
 import sys
 
 import numpy as np
@@ -91,6 +92,47 @@ def test_train_smoke(tmp_path):
           workers=1, p_package=0.0, widths=(8, 16, 32, 64), resume=True, export=False,
           threads=1)
     assert torch.load(out / "checkpoint.pt", weights_only=False)["state"]["step"] == 4
+
+
+def test_ema_update_follows_its_formula():
+    from particlesnn.training.net import UNet
+    from particlesnn.training.train import ema_update
+
+    torch.manual_seed(0)
+    a, b = UNet((4, 8, 16, 32)), UNet((4, 8, 16, 32))
+    b.enc[0][1].num_batches_tracked.fill_(7)
+    before = {k: v.clone() for k, v in a.state_dict().items()}
+    d = ema_update(a, b, 0.999, step=1)
+    assert d == pytest.approx(2 / 11)  # early steps: (1 + t) / (10 + t), not 0.999
+    for k, v in a.state_dict().items():
+        want = (d * before[k] + (1 - d) * b.state_dict()[k]) if v.dtype.is_floating_point \
+            else b.state_dict()[k]
+        assert torch.allclose(v, want, atol=1e-6), k
+    assert ema_update(a, b, 0.9, step=10_000) == 0.9
+
+
+def test_train_with_ema_exports_the_averaged_weights(tmp_path):
+    from particlesnn.training.train import load_checkpoint, load_weights_npz
+
+    kw = dict(n_synth=8, synth_size=64, crop=64, batch=4, workers=1, p_package=0.0,
+              widths=(8, 16, 32, 64), threads=1, ema=0.5)
+    out = train(None, tmp_path / "run", epochs=1.5, calibrate_images=2, **kw)
+    ck = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert ck["state"]["step"] == 3 and "ema" in ck
+    last, avg = ck["model"], ck["ema"]
+    key = "head.weight"
+    assert not torch.equal(last[key], avg[key])  # averaged, not the last step's
+    assert torch.equal(load_checkpoint(out)[0].state_dict()[key], avg[key])
+    exported = load_weights_npz(out / "weights.npz").state_dict()[key]
+    assert torch.allclose(exported, avg[key])
+    assert json.loads((out / "train.log.json").read_text())["ema"] == 0.5
+    # resume keeps averaging from the saved average, not from the last weights
+    train(None, tmp_path / "run", epochs=2, resume=True, export=False, **kw)
+    ck2 = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert ck2["state"]["step"] == 4
+    d = min(0.5, 5 / 14)
+    assert not torch.allclose(ck2["ema"][key], ck2["model"][key])
+    assert torch.allclose(ck2["ema"][key], d * avg[key] + (1 - d) * ck2["model"][key], atol=1e-6)
 
 
 def test_train_pool_first_makes_the_whole_pool_before_training(tmp_path, capsys):

@@ -139,6 +139,10 @@ def train(
                     "network time; a fine-tune from the height model scored a little below it: "
                     "docs/model.md). With "
                     "--finetune, a 1x model is converted."),
+    ema: float = typer.Option(
+        0.0, help="Export an exponential moving average of the weights with this decay per "
+                  "step (e.g. 0.999) instead of the last step's (0: off, as the shipped models "
+                  "were trained)."),
     registry: Optional[Path] = typer.Option(
         None, help="Model registry folder (default ~/.particlesnn/models or $PARTICLESNN_MODELS)."),
     register: bool = typer.Option(
@@ -163,6 +167,10 @@ def train(
         raise InputError(None, "--presets applies to training on synthetic images, not with --from")
     if contact_weight and from_:
         raise InputError(None, "--contact-weight applies to training with --data, not with --from")
+    if ema and from_:
+        raise InputError(None, "--ema applies to training with --data, not with --from")
+    if not 0.0 <= ema < 1.0:
+        raise InputError(None, f"--ema must be in [0, 1), got {ema}")
     if out_scale is not None and from_:
         raise InputError(None, "--out-scale applies to training with --data, not with --from "
                                "(a fine-tune keeps its starting model's)")
@@ -179,7 +187,7 @@ def train(
                        widths=(width, 2 * width, 4 * width, 8 * width),
                        pool_first=pool_first, compile=compile_, presets=preset_weights,
                        contact_weight=contact_weight, out_scale=out_scale,
-                       fine_first=fine_first)
+                       fine_first=fine_first, ema=ema)
         return
     from particlesnn.model import registry as reg
     from particlesnn.training import finetune as ft

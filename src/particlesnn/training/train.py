@@ -1,6 +1,7 @@
 """Training loop, checkpoints, threshold calibration and ONNX export (torch)."""
 from __future__ import annotations
 
+import copy
 import json
 import math
 import multiprocessing as mp
@@ -74,12 +75,31 @@ def _lr(base: float, frac: float) -> float:
     return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
 
 
-def _save(path: Path, model, opt, state: dict) -> None:
+def _save(path: Path, model, opt, state: dict, ema: UNet | None = None) -> None:
     tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict() if opt else None,
-                "widths": list(model.widths), "out_scale": model.out_scale,
-                "fine_first": model.fine_first, "state": state}, tmp)
+    ck = {"model": model.state_dict(), "opt": opt.state_dict() if opt else None,
+          "widths": list(model.widths), "out_scale": model.out_scale,
+          "fine_first": model.fine_first, "state": state}
+    if ema is not None:
+        ck["ema"] = ema.state_dict()
+    torch.save(ck, tmp)
     tmp.replace(path)
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step: int) -> float:
+    """Move ``ema``'s weights and batch-norm statistics towards ``model``'s after optimisation
+    step ``step`` (1-based): ``ema = d * ema + (1 - d) * model`` with ``d = min(decay,
+    (1 + step) / (10 + step))``, so that the first steps are not dominated by the start;
+    integer buffers are copied. Returns ``d``."""
+    d = min(float(decay), (1.0 + step) / (10.0 + step))
+    theirs = model.state_dict()
+    for k, v in ema.state_dict().items():
+        if v.dtype.is_floating_point:
+            v.mul_(d).add_(theirs[k].detach(), alpha=1.0 - d)
+        else:
+            v.copy_(theirs[k])
+    return d
 
 
 #: File name of the torch-free copy of a model's weights inside a model folder.
@@ -163,7 +183,9 @@ def load_checkpoint(path: str | Path) -> tuple[UNet, dict]:
     """A UNet and the checkpoint dict from a checkpoint file, a ``weights.npz``, a model
     folder holding one of them, or a shipped model's name (see :func:`resolve_weights`).
 
-    For a ``weights.npz`` the dict has ``model``, ``widths`` and an empty ``state``.
+    For a ``weights.npz`` the dict has ``model``, ``widths`` and an empty ``state``. A
+    checkpoint of a run with weight averaging (``train(ema=...)``) gives the averaged weights,
+    the ones its model folder exports.
     """
     p = resolve_weights(path)
     if p.suffix == ".npz":
@@ -173,7 +195,7 @@ def load_checkpoint(path: str | Path) -> tuple[UNet, dict]:
     ck = torch.load(p, map_location="cpu", weights_only=False)
     model = UNet(tuple(ck.get("widths", (16, 32, 64, 128))), int(ck.get("out_scale", 1)),
                  bool(ck.get("fine_first", False)))
-    model.load_state_dict(ck["model"])
+    model.load_state_dict(ck["ema"] if ck.get("ema") is not None else ck["model"])
     return model, ck
 
 
@@ -239,7 +261,7 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
           thresholds: dict | None = None, progress=None, n_val_synth: int | None = None,
           freeze_bn: bool = False, pool_first: bool = False, compile: bool = False,
           presets: dict[str, float] | None = None, contact_weight: float = 0.0,
-          out_scale: int | None = None, fine_first: bool = False) -> Path:
+          out_scale: int | None = None, fine_first: bool = False, ema: float = 0.0) -> Path:
     """Train the detector and export it as a model folder.
 
     Parameters
@@ -299,6 +321,11 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
         (:class:`~particlesnn.training.net.UNet`; implies ``out_scale`` 2). A 1x starting
         model (``finetune``) is converted (:func:`~particlesnn.training.net.widen_head`); a
         fine-tune of a fine_first model keeps its layout without this flag.
+    ema : when > 0, keep an exponential moving average of the weights and batch-norm
+        statistics with this decay per step (:func:`ema_update`; e.g. 0.999, a memory of about
+        1,000 steps) and export it instead of the last step's weights; 0 = off, as the shipped
+        models were trained. The validation loss logged is the last step's; the averaged
+        model's is logged at the end.
 
     Returns the model folder path.
     """
@@ -394,6 +421,8 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
         _log(f"fine-tuning from {finetune}" + (f" (maps {f}x finer)" if f > 1 else ""))
     else:
         model = UNet(widths, f, fine_first)
+    if not 0.0 <= float(ema) < 1.0:
+        raise ValueError(f"ema must be in [0, 1), got {ema}")
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     state = {"step": 0, "elapsed_s": 0.0, "minutes": minutes, "epochs": epochs, "history": []}
     if resumed is not None:
@@ -408,6 +437,11 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
             state["epochs"] = epochs
         _log(f"resumed at step {state['step']} ({state['elapsed_s'] / 60:.1f} min done)")
         rng = np.random.default_rng(seed + state["step"])
+    averaged = None
+    if ema:
+        averaged = copy.deepcopy(model).eval()
+        if resumed is not None and resumed.get("ema") is not None:
+            averaged.load_state_dict(resumed["ema"])
     if bf16:  # only pays off on CPUs with native bf16 (AVX-512 BF16 / AMX)
         model = model.to(memory_format=torch.channels_last)
     _log(f"model: U-Net {widths}, {count_parameters(model)} parameters; "
@@ -495,6 +529,8 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
         loss.backward()
         opt.step()
         state["step"] += 1
+        if averaged is not None:
+            ema_update(averaged, model, ema, state["step"])
         state["elapsed_s"] += time.time() - ts
         lv = float(loss.detach())
         run_loss = lv if run_loss is None else 0.98 * run_loss + 0.02 * lv
@@ -515,12 +551,20 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
                  f"train loss {run_loss:.4f} val loss {vl:.4f} lr {opt.param_groups[0]['lr']:.2e} "
                  f"pool {len(pool)} threads {torch.get_num_threads()}")
         if time.time() - last_ck > checkpoint_every_s:
-            _save(ckpt_path, model, opt, state)
+            _save(ckpt_path, model, opt, state, averaged)
             last_ck = time.time()
     if gen_pool is not None:
         gen_pool.terminate()
-    _save(ckpt_path, model, opt, state)
+    _save(ckpt_path, model, opt, state, averaged)
     _log(f"training done: {state['step']} steps, {state['elapsed_s'] / 60:.1f} min")
+    if averaged is not None:
+        with torch.no_grad():
+            vl = float(loss_fn(averaged(torch.from_numpy(vx)), torch.from_numpy(vy), contact_weight)[0])
+        last = "-" if last_val is None else f"{last_val:.4f}"
+        _log(f"weights averaged (ema {ema}): val loss {vl:.4f} (last step's {last}); "
+             "the averaged weights are exported")
+        state["ema_val_loss"] = vl
+        model = averaged
     report("export")
     model.eval()
     if thresholds is None:
@@ -541,6 +585,9 @@ def train(data: list[str | Path] | None = None, out: str | Path = "model-out", *
         meta["out_scale"] = f
     if fine_first:
         meta["fine_first"] = True
+    if averaged is not None:
+        meta["ema"] = float(ema)
+        meta["ema_val_loss"] = state["ema_val_loss"]
     if presets:
         meta["presets"] = dict(presets)
     (out / "train.log.json").write_text(json.dumps(meta, indent=1))
