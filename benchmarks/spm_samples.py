@@ -27,13 +27,12 @@ import argparse
 import time
 from pathlib import Path
 
-import _common as C
-from particlesnn.export.overlay import render_overlay
-from particlesnn.pipeline import AnalyzeOptions, analyze_file
-
 import numpy as np
 
+import _common as C
 from particlesnn import matching
+from particlesnn.export.overlay import render_overlay
+from particlesnn.pipeline import AnalyzeOptions, analyze_file
 
 SAMPLES = C.ROOT.parent / "shared" / "samples"
 #: Files of ../shared/samples that are not images (sources, licenses).
