@@ -347,3 +347,27 @@ def test_heldout_presets_draw_outside_the_training_ranges():
             p = draw(name, rng)
             assert p.particles.aspect_mean >= 0.15 and p.substrate.roughness_rms_nm <= 0.05
     assert set(HELDOUT_PRESETS) <= set(PRESETS)
+    for _ in range(10):
+        g = draw("heldout-grains", rng)
+        d, h = g.particles.diameter_mean_nm, g.particles.diameter_mean_nm * g.particles.aspect_mean
+        assert 3.0 * d <= g.substrate.grain_nm <= 8.0 * d
+        assert 0.3 * h <= g.substrate.grain_rms_nm <= 1.0 * h
+        assert draw("stm-mixed", rng).substrate.grain_nm == 0  # no training preset has grains
+
+
+def test_grains_are_flat_topped_cells_of_the_asked_size_and_height():
+    from scipy import ndimage as ndi
+
+    from particlesnn.synth.substrate import grains
+
+    z = grains((256, 256), 32.0, 0.5, np.random.default_rng(3))
+    assert 0.3 < z.std() < 0.7  # rms of the grain heights (0.5 nm), rounding takes a little
+    # flat tops: most pixels lie on a plateau (gradient ~0), the slopes are the grain boundaries
+    g = np.hypot(*np.gradient(z))
+    assert np.mean(g < 1e-3) > 0.5
+    # about (256 / 32)^2 = 64 plateaus
+    n = ndi.label(ndi.binary_erosion(g < 1e-3, iterations=2))[1]
+    assert 30 <= n <= 100, n
+    # particles keep their truth on a granular film: footprints where the particles are
+    si = generate("heldout-grains", 9_007_003)
+    assert si.count > 10 and si.labels.max() == si.count

@@ -142,7 +142,7 @@ def _generate_spm(p: SynthParams, rng: np.random.Generator) -> SynthImage:
         # local relief the tip can feel: the tallest particle, a few steps, roughness (steps
         # are far apart, so the whole terrace staircase never sits under one tip position)
         relief = h_top + sub.step_height_nm * (min(sub.n_steps, 1) * sub.step_layers_max + 1) \
-            + 4 * sub.roughness_rms_nm
+            + 4 * sub.roughness_rms_nm + 4 * sub.grain_rms_nm * (sub.grain_nm > 0)
         pad = kernel_halfwidth(p.tip.shape, p.tip.radius_nm, relief, ps) if p.tip.shape != "none" else 0
         if p.tip.double_offset_nm is not None:
             pad += int(np.ceil(np.hypot(*p.tip.double_offset_nm) / ps))

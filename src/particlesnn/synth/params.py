@@ -38,6 +38,9 @@ class SubstrateParams:
         They are NOT particles (no label): a detector must learn to ignore them.
     lattice_nm : amplitude of the atomic graphite lattice corrugation (period 0.246 nm), nm,
         0-0.03; only visible when the pixel size is below ~0.1 nm.
+    grain_nm : mean grain size of a granular film under the particles (Voronoi grains, each
+        raised by its own height), nm; 0 = none (every training preset). Not particles.
+    grain_rms_nm : rms of the grains' heights, nm (used when ``grain_nm`` > 0).
     """
 
     kind: str = "hopg"
@@ -51,6 +54,8 @@ class SubstrateParams:
     n_pits: int = 0
     n_point_defects: int = 0
     lattice_nm: float = 0.0
+    grain_nm: float = 0.0
+    grain_rms_nm: float = 0.0
 
 
 @dataclass

@@ -68,6 +68,8 @@ def hopg(params: SubstrateParams, shape: tuple[int, int], pixel_size_nm: float,
         edges[1:, :] |= dy < 0
     if params.roughness_rms_nm > 0:
         z += fractal_field(shape, params.roughness_beta, rng, rms=params.roughness_rms_nm)
+    if params.grain_nm > 0 and params.grain_rms_nm > 0:
+        z += grains(shape, params.grain_nm / pixel_size_nm, params.grain_rms_nm, rng)
     for _ in range(params.n_pits):
         r = rng.uniform(0.5, 4.0) / pixel_size_nm
         cx, cy = rng.uniform(0, cols), rng.uniform(0, rows)
@@ -86,6 +88,25 @@ def hopg(params: SubstrateParams, shape: tuple[int, int], pixel_size_nm: float,
             lat += np.cos(2 * np.pi / a * (np.cos(ang) * xx + np.sin(ang) * yy) * 2 / np.sqrt(3))
         z += params.lattice_nm * lat / 3.0
     return (z, edges) if return_edges else z
+
+
+def grains(shape: tuple[int, int], size_px: float, rms_nm: float,
+           rng: np.random.Generator) -> np.ndarray:
+    """Height of a granular film, nm: Voronoi grains of mean size ``size_px`` px (seeds
+    uniform, one per ``size_px**2`` px), each a flat top at its own height (normal, rms
+    ``rms_nm``, mean 0), rounded over about a twentieth of a grain (at least 1 px) so that grain
+    boundaries are slopes rather than cliffs."""
+    from scipy import ndimage as ndi
+
+    rows, cols = shape
+    n = max(2, int(round(rows * cols / max(size_px, 2.0) ** 2)))
+    seeds = np.zeros(shape, bool)
+    seeds[rng.integers(0, rows, n), rng.integers(0, cols, n)] = True
+    _, (iy, ix) = ndi.distance_transform_edt(~seeds, return_indices=True)
+    height = np.zeros(shape)
+    height[seeds] = rng.normal(0.0, rms_nm, int(seeds.sum()))
+    z = height[iy, ix]
+    return ndi.gaussian_filter(z, max(1.0, size_px / 20.0))
 
 
 def _stamp(z: np.ndarray, cx: float, cy: float, r: float, dz: float, sharp: bool) -> None:
