@@ -371,3 +371,5 @@ def test_grains_are_flat_topped_cells_of_the_asked_size_and_height():
     # particles keep their truth on a granular film: footprints where the particles are
     si = generate("heldout-grains", 9_007_003)
     assert si.count > 10 and si.labels.max() == si.count
+    with pytest.raises(InputError, match="grain_nm"):
+        generate(_flat_params(substrate=SubstrateParams(grain_nm=-1.0)), 0)

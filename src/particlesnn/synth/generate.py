@@ -129,6 +129,9 @@ def validate(p: SynthParams) -> SynthParams:
         bad(f"tip shape {p.tip.shape!r} is not none, parabolic or sphere")
     if p.tip.shape != "none" and p.tip.radius_nm <= 0:
         bad(f"tip radius {p.tip.radius_nm} nm must be > 0")
+    if not (p.substrate.grain_nm >= 0 and p.substrate.grain_rms_nm >= 0):
+        bad(f"grain_nm {p.substrate.grain_nm} and grain_rms_nm {p.substrate.grain_rms_nm} "
+            "must be >= 0")
     return p
 
 
