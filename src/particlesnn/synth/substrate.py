@@ -1,7 +1,9 @@
-"""The SPM substrate: HOPG terraces (0.335 nm steps), roughness, pits, point defects, lattice."""
+"""The SPM substrate: HOPG terraces (0.335 nm steps), roughness, pits, point defects, lattice,
+and (held-out preset only) the grains of a granular film."""
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from particlesnn.synth.noise import fractal_field, pink_series
 from particlesnn.synth.params import SubstrateParams
@@ -96,13 +98,11 @@ def grains(shape: tuple[int, int], size_px: float, rms_nm: float,
     uniform, one per ``size_px**2`` px), each a flat top at its own height (normal, rms
     ``rms_nm``, mean 0), rounded over about a twentieth of a grain (at least 1 px) so that grain
     boundaries are slopes rather than cliffs."""
-    from scipy import ndimage as ndi
-
     rows, cols = shape
     n = max(2, int(round(rows * cols / max(size_px, 2.0) ** 2)))
     seeds = np.zeros(shape, bool)
     seeds[rng.integers(0, rows, n), rng.integers(0, cols, n)] = True
-    _, (iy, ix) = ndi.distance_transform_edt(~seeds, return_indices=True)
+    iy, ix = ndi.distance_transform_edt(~seeds, return_distances=False, return_indices=True)
     height = np.zeros(shape)
     height[seeds] = rng.normal(0.0, rms_nm, int(seeds.sum()))
     z = height[iy, ix]
