@@ -47,6 +47,17 @@ def segment(hm: HeightMap, method: str) -> Segmentation:
     raise RuntimeError(f"method {method!r} is not available (no particlesnn.segment.segment)")
 
 
+def segment_oriented(levelled: HeightMap, polarity: str, method: str):
+    """:func:`particlesnn.segment.segment_oriented` (orient, segment; for height maps the
+    detector checks a "dark" call) with the model of :func:`segment`: (map, polarity, result)."""
+    from particlesnn.segment import segment_oriented as so
+
+    if method != "model":
+        return so(levelled, polarity, method)
+    segment(levelled, "model") if _MODEL is None else None  # loads the model once
+    return so(levelled, polarity, "model", model=_MODEL)
+
+
 def available(methods: list[str], probe: HeightMap) -> tuple[list[str], dict[str, str]]:
     """The methods that run on ``probe``, and why the others do not."""
     ok, why = [], {}

@@ -298,3 +298,19 @@ def test_double_tip_scan_is_flagged_in_the_tables(tmp_path):
     n_true = int(si.labels.max())
     assert abs(int(row["count"]) - n_true) <= max(2, 0.15 * n_true)
     assert "double tip" in json.loads((out / "tip.summary.json").read_text())["warnings"][0]
+
+
+def test_measure_keeps_edited_particles_standing_up(bumps_and_pit, tmp_path):
+    """Five particles beside a deep pit: the tail statistic calls the map dark; the analysis
+    (detector check) and the re-measure of its contours (contours above their ring) agree."""
+    d = tmp_path / "in"
+    d.mkdir()
+    io.write(bumps_and_pit(pit_depth=2.0, bumps=1.0), d / "pit.gsf")
+    out, back = tmp_path / "out", tmp_path / "back"
+    assert _run(["analyze", str(d), "--out", str(out), "--no-refine"]).exit_code == 0
+    a = pd.read_csv(out / "particles.csv")
+    assert len(a) == 5 and np.allclose(a["height_max_nm"], 1.0, atol=0.1)
+    res = _run(["measure", str(d), "--annotations", str(out), "--out", str(back)])
+    assert res.exit_code == 0, res.output
+    b = pd.read_csv(back / "particles.csv")
+    assert len(b) == 5 and np.allclose(b["height_max_nm"], 1.0, atol=0.1)

@@ -269,3 +269,31 @@ def test_finer_maps_need_no_enlarged_copy(monkeypatch):
     assert calls == [1.0, 0.5, neural.UPSCALE_FACTOR]
 
 
+
+
+def test_detector_checks_a_dark_call_on_height_maps(model, bumps_and_pit):
+    from particlesnn import preprocess as pp
+    from particlesnn.segment import segment, segment_oriented
+
+    # five particles beside a deep etch pit: the tail statistic calls the map dark, and the
+    # dark orientation finds only the pit; the detector's check keeps the particles
+    hm = bumps_and_pit(pit_depth=2.0, bumps=1.0)
+    assert pp.detect_polarity(hm.data, height=True) == "dark"
+    assert segment(pp.orient(hm, "auto")[0], "model", model=model).count <= 1
+    oriented, used, seg = segment_oriented(hm, "auto", "model", model=model)
+    assert used == "bright" and oriented.metadata["polarity"] == "bright"
+    assert seg.count == 5 and seg.info["polarity_check"]["bright"] > 4.0
+    from particlesnn.pipeline import analyze_heightmap
+
+    r = analyze_heightmap(hm)  # the analysis runs the same check
+    assert r.polarity == "bright" and int(r.labels.max()) == 5
+    assert np.allclose(r.particles["height_max_nm"], 1.0, atol=0.1)  # measured standing up
+    # a map of pits only stays dark: its pits are what the detector finds
+    pits = bumps_and_pit(pit_depth=0.0, bumps=-1.0)
+    _, used, seg = segment_oriented(pits, "auto", "model", model=model)
+    assert used == "dark" and seg.count == 5
+    # no check where the user chose, for other methods, or for plain images
+    assert segment_oriented(hm, "dark", "model", model=model)[1] == "dark"
+    assert segment_oriented(hm, "auto", "threshold")[1] == "dark"
+    plain = HeightMap(hm.data, pixel_size=None, unit="a.u.")
+    assert segment_oriented(plain, "auto", "model", model=model)[1] == "dark"

@@ -117,18 +117,49 @@ def _size_filter(labels: np.ndarray, scores: np.ndarray, pixel_size, lo, hi):
     return new.astype(np.int32), np.asarray(scores)[keep], np.flatnonzero(keep) + 1
 
 
-def prepare(hm: HeightMap, options: AnalyzeOptions) -> tuple[HeightMap, str]:
-    """Apply overrides, validate, level and orient a height map (particles bright).
-
-    Returns the levelled map and the polarity used ("bright" or "dark").
-    """
+def _levelled(hm: HeightMap, options: AnalyzeOptions) -> HeightMap:
+    """Apply overrides, validate and level a height map (not yet oriented)."""
     from particlesnn import io, preprocess
 
     if options.pixel_size is not None:
         hm = hm.with_data(hm.data, pixel_size=(options.pixel_size, options.pixel_size))
     io.validate(hm, hm.source)
-    lev = preprocess.level(hm) if options.level else hm
-    return preprocess.orient(lev, options.polarity)
+    return preprocess.level(hm) if options.level else hm
+
+
+def prepare(hm: HeightMap, options: AnalyzeOptions) -> tuple[HeightMap, str]:
+    """Apply overrides, validate, level and orient a height map (particles bright).
+
+    Returns the levelled map and the polarity used ("bright" or "dark"). The orientation is
+    the tail statistic's alone (:func:`particlesnn.preprocess.orient`); the analysis checks a
+    height map's "dark" call with the detector (:func:`particlesnn.segment.segment_oriented`).
+    """
+    from particlesnn import preprocess
+
+    return preprocess.orient(_levelled(hm, options), options.polarity)
+
+
+def prepare_for_labels(hm: HeightMap, options: AnalyzeOptions,
+                       labels: np.ndarray) -> tuple[HeightMap, str]:
+    """:func:`prepare` for contours given from outside (edited, imported): on a height map in
+    nm with polarity "auto" that the tail statistic calls dark, the orientation in which the
+    contours' insides stand above a 3-px ring around them (median heights) is kept, as the
+    analysis checks that call with the detector (:func:`particlesnn.segment.segment_oriented`).
+    Contours of pits keep the map dark."""
+    import cv2
+
+    from particlesnn import preprocess
+
+    lev = _levelled(hm, options)
+    oriented, used = preprocess.orient(lev, options.polarity)
+    if options.polarity != "auto" or used != "dark" or lev.unit != "nm" or not labels.any():
+        return oriented, used
+    inside = labels > 0
+    ring = cv2.dilate(inside.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool) & ~inside
+    z = np.asarray(lev.data)
+    if ring.any() and np.median(z[inside]) > np.median(z[ring]):
+        return preprocess.orient(lev, "bright")
+    return oriented, used
 
 
 _DETECTOR: dict[tuple, Any] = {}
@@ -167,18 +198,18 @@ def analyze_heightmap(hm: HeightMap, options: AnalyzeOptions | None = None, *,
     overlapping tiles, which bounds the inference memory).
     Raises :class:`particlesnn.InputError` for maps that cannot be analysed (empty, constant...).
     """
-    from particlesnn.segment import segment
+    from particlesnn.segment import segment_oriented
 
     options = options or AnalyzeOptions()
     t0 = time.perf_counter()
-    levelled, polarity = prepare(hm, options)
     kw: dict[str, Any] = {}
     if options.method == "model":
         kw["model"] = detector(options.model)
         kw["profile"] = options.profile
         if tile is not None:
             kw["tile"] = int(tile)
-    seg = segment(levelled, options.method, diameter=options.diameter, **kw)
+    levelled, polarity, seg = segment_oriented(_levelled(hm, options), options.polarity,
+                                               options.method, diameter=options.diameter, **kw)
     warnings: list[str] = list(seg.info.get("warnings", []))
     return _finish(hm, levelled, seg.labels, seg.scores, options, polarity, warnings,
                    t0, info=dict(seg.info), refine=options.refine)

@@ -346,7 +346,7 @@ def measure(
     from particlesnn import io
     from particlesnn.export.annotations import read_annotations
     from particlesnn.export.results import write_image_outputs, write_set_outputs
-    from particlesnn.pipeline import prepare, remeasure
+    from particlesnn.pipeline import prepare_for_labels, remeasure
 
     cfg = _load_config(config)
     for k in ("method", "diameter", "refine", "profile", "model"):
@@ -361,8 +361,9 @@ def measure(
     for f in files:
         try:
             hm = io.read(f, channel=opts.channel)
-            levelled, pol = prepare(hm, opts)
-            labels = read_annotations(annotations, hm.name, levelled.shape)
+            io.validate(hm, hm.source)
+            labels = read_annotations(annotations, hm.name, hm.data.shape)
+            levelled, pol = prepare_for_labels(hm, opts, labels)
             r = remeasure(levelled, labels, None, opts, heightmap=hm)
             r.polarity = pol
             write_image_outputs(r, out)

@@ -50,20 +50,20 @@ def detect(
     if profile not in PROFILES:
         raise InputError(None, f"unknown profile {profile!r} (use {', '.join(PROFILES)})")
     from particlesnn.io import read
-    from particlesnn.preprocess import level, orient
-    from particlesnn.segment import segment
+    from particlesnn.preprocess import level
+    from particlesnn.segment import segment_oriented
 
     out.mkdir(parents=True, exist_ok=True)
     det = None
     for f in files:
-        hm, _polarity = orient(level(read(f)), "auto")
         if method == "model":
             from particlesnn.model import load_model
 
             det = det or load_model(model)
-            seg = segment(hm, method="model", diameter=diameter, model=det, profile=profile)
+            _, _polarity, seg = segment_oriented(level(read(f)), "auto", "model", diameter=diameter,
+                                                 model=det, profile=profile)
         else:
-            seg = segment(hm, method=method)
+            _, _polarity, seg = segment_oriented(level(read(f)), "auto", method)
         if seg.labels.max() > 65535:
             raise InputError(f, f"{int(seg.labels.max())} particles do not fit a uint16 label image")
         stem = Path(f).stem

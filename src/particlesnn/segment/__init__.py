@@ -70,3 +70,36 @@ def segment(hm, method: str = "model", *, diameter: float | None = None, **kwarg
 
         return getattr(classic, method)(hm.data, **kwargs)
     raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+
+
+def segment_oriented(levelled, polarity: str = "auto", method: str = "model", *,
+                     diameter: float | None = None, **kwargs):
+    """Orient a levelled map (:func:`particlesnn.preprocess.orient`) and segment it.
+
+    For a height map in nm (``levelled.unit == "nm"``), ``polarity="auto"`` and the model
+    method, a "dark" call of the tail statistic (:func:`particlesnn.preprocess.detect_polarity`)
+    is checked by the detector: it is also run on the map as it is, and the orientation whose
+    particles' scores sum higher is kept; a tie (nothing found either way) goes to "bright",
+    since particles protrude in topography. The statistic alone called 4.2 % of synthetic STM
+    maps dark (all their particles protrude: sparse particles beside a deep pit or on terraces,
+    close-packed layers, granular films), and the detector then found next to nothing; a map
+    of pits (``nid/image.nid``) stays dark (docs/benchmarks.md, "Polarity of height maps").
+    Costs a second detection on the maps the statistic calls dark only.
+
+    Returns ``(oriented map, polarity used, Segmentation)``; with the check,
+    ``info["polarity_check"]`` holds the two score sums.
+    """
+    from particlesnn.preprocess import orient
+
+    oriented, used = orient(levelled, polarity)
+    seg = segment(oriented, method, diameter=diameter, **kwargs)
+    if polarity != "auto" or used != "dark" or method != "model" or levelled.unit != "nm":
+        return oriented, used, seg
+    bright, _ = orient(levelled, "bright")
+    seg_b = segment(bright, method, diameter=diameter, **kwargs)
+    sums = {"dark": float(np.sum(seg.scores, dtype=np.float64)),
+            "bright": float(np.sum(seg_b.scores, dtype=np.float64))}
+    if sums["bright"] >= sums["dark"]:
+        oriented, used, seg = bright, "bright", seg_b
+    seg.info["polarity_check"] = sums
+    return oriented, used, seg
