@@ -46,6 +46,21 @@ def test_info_unreadable_and_constant(tmp_path):
     assert "Traceback" not in out
 
 
+def test_info_expands_folders(tmp_path):
+    d = tmp_path / "scans"
+    (d / "day2").mkdir(parents=True)
+    pio.write(_hm(), d / "one.gsf")
+    pio.write(_hm(), d / "day2" / "two.txt")
+    res = runner.invoke(app, ["info", str(d)], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "one.gsf" in res.output and "two.txt" in res.output
+    (tmp_path / "empty").mkdir()
+    res = runner.invoke(app, ["info", str(tmp_path / "empty")], env={"COLUMNS": "200"})
+    assert res.exit_code == 1
+    assert res.output.strip().endswith("empty: no files of a supported format")
+    assert len(res.output.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("cmd", [["info"], ["convert", "--to", "gsf"]])
 def test_single_unreadable_file_is_one_line(tmp_path, cmd):
     bad = tmp_path / "a_file_name_long_enough_that_80_columns_would_wrap_its_error.sxm"

@@ -66,18 +66,28 @@ def info_rows(paths: list[Path]) -> list[dict]:
 
 @app.command()
 def info(
-    files: List[Path] = typer.Argument(..., help="SPM or image files to describe."),
+    files: List[Path] = typer.Argument(..., help="SPM or image files, or folders of them, to describe."),
 ) -> None:
     """Show format, channel, size (px and nm), pixel size, channels and value range of files.
 
+    A folder stands for the files of supported formats in it (recursively), as for ``analyze``.
     Unreadable files get a red line naming the problem; the exit status is then 1.
     """
     from rich.console import Console
     from rich.table import Table
 
+    from particlesnn.cli.analyze_cmd import expand_inputs
+
     console = Console()
     err_console = Console(stderr=True)
-    rows = info_rows(list(files))
+    paths: list[Path] = []
+    for f in files:  # files are kept as given, so a missing one is reported in its row
+        paths.extend(expand_inputs([str(f)]) if Path(f).is_dir() else [Path(f)])
+    if not paths:
+        err_console.print(f"[red]error: {', '.join(str(f) for f in files)}: no files of a supported "
+                          "format[/red]", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    rows = info_rows(paths)
     table = Table(show_lines=False, header_style="bold")
     for col, kw in (
         ("file", {"overflow": "fold"}), ("format", {}), ("channel", {}), ("size px", {"justify": "right"}),
