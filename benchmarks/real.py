@@ -11,7 +11,8 @@
   matching, segm and bbox mAP, equivalent-diameter size accuracy.
 
 Each image is read with ``particlesnn.io`` (plain image -> HeightMap), levelled and oriented
-(``preprocess.level``, ``orient(hm, "auto")``) and segmented. Printed: the set-level figures
+(``preprocess.level``, ``orient(hm, "auto")``) and segmented (the model as the analysis runs it,
+:func:`particlesnn.segment.segment_oriented`: the detector checks a weak polarity call). Printed: the set-level figures
 (ratios from summed counts), seconds per image (segmentation; reading + preprocessing shown
 apart) and peak heap memory of the segmentation (tracemalloc, largest image). With
 ``--overlays DIR`` the best and worst validation image per set (by centre F1 for boxes, IoU F1
@@ -81,15 +82,16 @@ def main(argv=None) -> int:
         secs: dict[str, float] = {}
         peak: dict[str, float] = {}
         read_s = prep_s = 0.0
-        n_dark = 0
+        n_dark = n_model_flipped = 0
         methods = None
         keep: dict[str, dict] = {}        # name -> image, truth, predictions (for overlays)
         largest = max(gts, key=lambda g: g.shape[0] * g.shape[1]).name
         for g in gts:
             hm, dt = C.timed(read_image, g.image)
             read_s += dt
-            (hm, pol), dt = C.timed(prepare, hm)
-            prep_s += dt
+            lev, dt_level = C.timed(pp.level, hm)
+            (hm, pol), dt = C.timed(pp.orient, lev, "auto")
+            prep_s += dt + dt_level
             n_dark += pol != "bright"
             if hm.shape != g.shape:
                 raise SystemExit(f"{g.name}: image {hm.shape} but truth {g.shape}")
@@ -98,7 +100,11 @@ def main(argv=None) -> int:
                 why_all.update(why)
             preds = {}
             for m in methods:
-                seg, dt = C.timed(C.segment, hm, m)
+                if m == "model":  # as the analysis: the detector checks a weak polarity call
+                    (_, pol_m, seg), dt = C.timed(C.segment_oriented, lev, "auto", m)
+                    n_model_flipped += pol_m != pol
+                else:
+                    seg, dt = C.timed(C.segment, hm, m)
                 secs[m] = secs.get(m, 0.0) + dt
                 if g.name == largest:
                     peak[m] = C.peak_mb(C.segment, hm, m)
@@ -127,7 +133,8 @@ def main(argv=None) -> int:
         ran = "; model ran: " + ", ".join(f"{k} on {ran.count(k)}" for k in sorted(set(ran))) if ran else ""
         notes.append(f"{set_name} ({args.split}, {len(gts)} images): reading {read_s / len(gts):.3f} s/image, "
                      f"level + orient {prep_s / len(gts):.3f} s/image; orient chose 'dark' on {n_dark} images"
-                     f"{ran}.")
+                     + (f", the detector's check turned {n_model_flipped} the other way (model)"
+                        if "model" in (methods or []) else "") + f"{ran}.")
         del coco_in
         if args.overlays and methods:
             m0 = args.overlay_method or ("model" if "model" in methods else methods[0])

@@ -296,4 +296,25 @@ def test_detector_checks_a_dark_call_on_height_maps(model, bumps_and_pit):
     assert segment_oriented(hm, "dark", "model", model=model)[1] == "dark"
     assert segment_oriented(hm, "auto", "threshold")[1] == "dark"
     plain = HeightMap(hm.data, pixel_size=None, unit="a.u.")
-    assert segment_oriented(plain, "auto", "model", model=model)[1] == "dark"
+    _, used, seg = segment_oriented(plain, "auto", "model", model=model)
+    assert used == "dark" and "polarity_check" not in seg.info  # a plain image, a clear call
+
+
+def test_detector_checks_a_weak_call_on_plain_images(model):
+    from particlesnn import preprocess as pp
+    from particlesnn.segment import segment_oriented
+
+    # ten dark particles and six larger, brighter spots on a grey plain image: the tail
+    # statistic leans (weakly) to bright; the detector finds more the other way
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:256, :256]
+    z = 1.0 + rng.normal(0, 0.02, (256, 256))
+    for k, (cy, cx) in enumerate((40 + 58 * i, 40 + 58 * j) for i in range(4) for j in range(4)):
+        amp, r = (2.0, 8.0) if k < 6 else (-0.5, 8.0)
+        z += amp * np.sqrt(np.clip(1 - ((yy - cy) ** 2 + (xx - cx) ** 2) / r**2, 0, None))
+    hm = pp.level(HeightMap(z, pixel_size=None, unit="a.u.", metadata={"format": "image"}))
+    assert 0 < pp.polarity_score(hm.data) < pp.POLARITY_CHECK_PLAIN
+    assert pp.polarity_call(hm) == ("bright", True)
+    _, used, seg = segment_oriented(hm, "auto", "model", model=model)
+    assert used == "dark" and seg.count == 10
+    assert seg.info["polarity_check"]["dark"] > seg.info["polarity_check"]["bright"]

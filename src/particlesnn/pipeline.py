@@ -141,25 +141,30 @@ def prepare(hm: HeightMap, options: AnalyzeOptions) -> tuple[HeightMap, str]:
 
 def prepare_for_labels(hm: HeightMap, options: AnalyzeOptions,
                        labels: np.ndarray) -> tuple[HeightMap, str]:
-    """:func:`prepare` for contours given from outside (edited, imported): on a height map in
-    nm with polarity "auto" that the tail statistic calls dark, the orientation in which the
-    contours' insides stand above a 3-px ring around them (median heights) is kept, as the
-    analysis checks that call with the detector (:func:`particlesnn.segment.segment_oriented`).
-    Contours of pits keep the map dark."""
+    """:func:`prepare` for contours given from outside (edited, imported): where the analysis
+    checks the tail statistic's "auto" call with the detector
+    (:func:`particlesnn.preprocess.polarity_call`,
+    :func:`particlesnn.segment.segment_oriented`), the contours decide instead: the orientation
+    in which their insides stand above a 3-px ring around them (median values) is kept.
+    Contours of pits keep a map dark."""
     import cv2
 
     from particlesnn import preprocess
 
     lev = _levelled(hm, options)
-    oriented, used = preprocess.orient(lev, options.polarity)
-    if options.polarity != "auto" or used != "dark" or lev.unit != "nm" or not labels.any():
+    if options.polarity != "auto":
+        return preprocess.orient(lev, options.polarity)
+    used, check = preprocess.polarity_call(lev)
+    oriented, _ = preprocess.orient(lev, used)
+    if not check or not labels.any():
         return oriented, used
     inside = labels > 0
     ring = cv2.dilate(inside.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool) & ~inside
+    if not ring.any():
+        return oriented, used
     z = np.asarray(lev.data)
-    if ring.any() and np.median(z[inside]) > np.median(z[ring]):
-        return preprocess.orient(lev, "bright")
-    return oriented, used
+    way = "bright" if np.median(z[inside]) >= np.median(z[ring]) else "dark"
+    return (oriented, used) if way == used else preprocess.orient(lev, way)
 
 
 _DETECTOR: dict[tuple, Any] = {}

@@ -396,6 +396,27 @@ def detect_polarity(z: np.ndarray, height: bool = False) -> str:
     return "bright" if polarity_score(z, height) >= 0 else "dark"
 
 
+#: A plain image (not a height map in nm) whose :func:`polarity_score` is smaller than this in
+#: magnitude gets its "auto" polarity checked (:func:`polarity_call`): on synthetic
+#: bright-field TEM, SEM and cell images every wrong call of the statistic scored under 0.4 but
+#: one (0.73, an SEM image where the detector finds 1 of 11 particles the right way and none the
+#: other); docs/benchmarks.md, "Polarity: the detector checks a doubtful call".
+POLARITY_CHECK_PLAIN = 0.5
+
+
+def polarity_call(hm: HeightMap) -> tuple[str, bool]:
+    """The tail statistic's "auto" call on a levelled map (:func:`detect_polarity`, as a height
+    map when ``hm.unit`` is nm) and whether it deserves a second opinion (the detector run both
+    ways, :func:`particlesnn.segment.segment_oriented`; the contours given,
+    ``pipeline.prepare_for_labels``): a height map called dark (particles protrude in
+    topography, so a dark call is suspect whatever its score), or a plain image whose score is
+    under :data:`POLARITY_CHECK_PLAIN` in magnitude. Returns (polarity, check)."""
+    height = hm.unit == "nm"
+    score = polarity_score(hm.data, height=height)
+    used = "bright" if score >= 0 else "dark"
+    return used, (score < 0 if height else abs(score) < POLARITY_CHECK_PLAIN)
+
+
 def orient(hm: HeightMap, polarity: str = "auto") -> tuple[HeightMap, str]:
     """A map in which particles are bright, and the polarity used.
 
