@@ -139,6 +139,16 @@ def test_detect_command(tmp_path):
     res = CliRunner().invoke(app, ["detect", str(f), "--out", str(tmp_path / "o3"),
                                    "--profile", "bogus"])
     assert res.exit_code == 2 and "unknown profile" in res.output
+    assert "polarity bright" in CliRunner().invoke(
+        app, ["detect", str(f), "--out", str(tmp_path / "o4")]).output
+    # the caps turned into pits by the user's choice: (almost) nothing is found
+    res = CliRunner().invoke(app, ["detect", str(f), "--out", str(tmp_path / "o5"),
+                                   "--polarity", "dark"])
+    assert res.exit_code == 0 and "polarity dark" in res.output
+    assert tifffile.imread(tmp_path / "o5" / "field.labels.tif").max() <= 2
+    res = CliRunner().invoke(app, ["detect", str(f), "--out", str(tmp_path / "o6"),
+                                   "--polarity", "up"])
+    assert res.exit_code == 2 and "unknown polarity" in res.output
 
 
 def test_pits_are_not_particles(model):

@@ -36,6 +36,8 @@ def detect(
     model: Optional[str] = typer.Option(None, help="Model folder or shipped model name."),
     profile: str = typer.Option("auto", help="Detector profile: auto (chosen by content) | "
                                 "standard | textured (small particles on a lumpy support)."),
+    polarity: str = typer.Option("auto", help="auto | bright (particles brighter than the "
+                                 "background) | dark."),
 ) -> None:
     """Find particles: write OUT/STEM.labels.tif (uint16) and OUT/STEM.scores.txt per file."""
     import numpy as np
@@ -49,6 +51,8 @@ def detect(
 
     if profile not in PROFILES:
         raise InputError(None, f"unknown profile {profile!r} (use {', '.join(PROFILES)})")
+    if polarity not in ("auto", "bright", "dark"):
+        raise InputError(None, f"unknown polarity {polarity!r} (use auto, bright or dark)")
     from particlesnn.io import read
     from particlesnn.preprocess import level
     from particlesnn.segment import segment_oriented
@@ -60,10 +64,10 @@ def detect(
             from particlesnn.model import load_model
 
             det = det or load_model(model)
-            _, _polarity, seg = segment_oriented(level(read(f)), "auto", "model", diameter=diameter,
-                                                 model=det, profile=profile)
+            _, _polarity, seg = segment_oriented(level(read(f)), polarity, "model",
+                                                 diameter=diameter, model=det, profile=profile)
         else:
-            _, _polarity, seg = segment_oriented(level(read(f)), "auto", method)
+            _, _polarity, seg = segment_oriented(level(read(f)), polarity, method)
         if seg.labels.max() > 65535:
             raise InputError(f, f"{int(seg.labels.max())} particles do not fit a uint16 label image")
         stem = Path(f).stem
@@ -71,8 +75,8 @@ def detect(
         with open(out / f"{stem}.scores.txt", "w") as fh:
             for k, s in enumerate(np.asarray(seg.scores), start=1):
                 fh.write(f"{k} {float(s):.4f}\n")
-        prof = (f" (model {seg.info['model']}, profile {seg.info['profile']})"
-                if seg.info.get("profile") else "")
+        prof = (f" (model {seg.info['model']}, profile {seg.info['profile']}, polarity {_polarity})"
+                if seg.info.get("profile") else f" (polarity {_polarity})")
         typer.echo(f"{f}: {seg.count} particles{prof} -> {out / (stem + '.labels.tif')}")
 
 
