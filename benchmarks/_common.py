@@ -24,21 +24,26 @@ MODEL_DIR: str | None = None
 _MODEL = None
 
 
+def _model():
+    """The model of the "model" method (``MODEL_DIR``), loaded once."""
+    global _MODEL
+    if _MODEL is None:
+        from particlesnn.model import load_model
+
+        _MODEL = load_model(MODEL_DIR)
+    return _MODEL
+
+
 def segment(hm: HeightMap, method: str) -> Segmentation:
     """``particlesnn.segment.segment`` when the dispatcher exists, else the classic module.
     The model (``MODEL_DIR``) is loaded once."""
-    global _MODEL
     try:
         from particlesnn.segment import segment as dispatch
     except ImportError:
         dispatch = None
     if dispatch is not None:
         if method == "model":
-            if _MODEL is None:
-                from particlesnn.model import load_model
-
-                _MODEL = load_model(MODEL_DIR)
-            return dispatch(hm, method=method, model=_MODEL)
+            return dispatch(hm, method=method, model=_model())
         return dispatch(hm, method=method)
     from particlesnn.segment import classic
 
@@ -48,14 +53,13 @@ def segment(hm: HeightMap, method: str) -> Segmentation:
 
 
 def segment_oriented(levelled: HeightMap, polarity: str, method: str):
-    """:func:`particlesnn.segment.segment_oriented` (orient, segment; for height maps the
-    detector checks a "dark" call) with the model of :func:`segment`: (map, polarity, result)."""
+    """:func:`particlesnn.segment.segment_oriented` (orient, segment; the detector checks a
+    doubtful polarity call) with the model of :func:`segment`: (map, polarity, result)."""
     from particlesnn.segment import segment_oriented as so
 
     if method != "model":
         return so(levelled, polarity, method)
-    segment(levelled, "model") if _MODEL is None else None  # loads the model once
-    return so(levelled, polarity, "model", model=_MODEL)
+    return so(levelled, polarity, "model", model=_model())
 
 
 def available(methods: list[str], probe: HeightMap) -> tuple[list[str], dict[str, str]]:

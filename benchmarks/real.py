@@ -44,12 +44,6 @@ def read_image(path: Path):
     return read(path)
 
 
-def prepare(hm):
-    """Level, then orient so that particles are bright. Returns (map, polarity)."""
-    hm = pp.level(hm)
-    return pp.orient(hm, "auto")
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--methods", default="threshold,watershed,model")

@@ -109,12 +109,6 @@ def recall_by_kind(kinds: dict[str, list]) -> str:
     return C.markdown_table(["true particles", "n", "share"] + [f"{m} recall" for m in methods], rows)
 
 
-def prepare(hm, polarity: str = "auto"):
-    """The analysis' preprocessing: level, then particles bright. Returns (map, polarity used)."""
-    hm = pp.level(hm)
-    return pp.orient(hm, polarity)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--methods", default="threshold,watershed,model")

@@ -132,7 +132,7 @@ def prepare(hm: HeightMap, options: AnalyzeOptions) -> tuple[HeightMap, str]:
 
     Returns the levelled map and the polarity used ("bright" or "dark"). The orientation is
     the tail statistic's alone (:func:`particlesnn.preprocess.orient`); the analysis checks a
-    height map's "dark" call with the detector (:func:`particlesnn.segment.segment_oriented`).
+    doubtful call with the detector (:func:`particlesnn.segment.segment_oriented`).
     """
     from particlesnn import preprocess
 

@@ -72,7 +72,6 @@ def segment(hm, method: str = "model", *, diameter: float | None = None, **kwarg
     raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
 
 
-
 def segment_oriented(levelled, polarity: str = "auto", method: str = "model", *,
                      diameter: float | None = None, **kwargs):
     """Orient a levelled map (:func:`particlesnn.preprocess.orient`) and segment it.
