@@ -268,6 +268,31 @@ def test_overlay_contours_ids_scale_bar(tmp_path):
     assert _longest_white_run(plain[-80:, 500:]) < 100
 
 
+def test_overlay_shows_a_mirrored_map_as_recorded(tmp_path):
+    """Dark particles made bright for the detector (polarity "dark") are drawn dark again."""
+    from PIL import Image
+
+    from particlesnn.preprocess import orient
+
+    hm, lab = _field()
+    recorded = hm.with_data(hm.data.max() - hm.data)  # dark particles on a bright background
+    mirrored, used = orient(recorded, "dark")
+    assert used == "dark"
+    np.testing.assert_allclose(overlay.displayed(mirrored), recorded.data, atol=1e-9)
+    np.testing.assert_array_equal(overlay.render_overlay(mirrored, lab, ids=False),
+                                  overlay.render_overlay(recorded, lab, ids=False))
+    a = overlay.write_heightmap_png(tmp_path / "a.png", mirrored)
+    b = overlay.write_heightmap_png(tmp_path / "b.png", recorded)
+    np.testing.assert_array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+    # a web upload's stored map keeps the polarity, so the browser shows it as recorded too
+    from particlesnn.web import store
+
+    store.save_levelled(tmp_path / "up", mirrored)
+    assert store.load_levelled(tmp_path / "up").metadata["polarity"] == "dark"
+    np.testing.assert_allclose(overlay.displayed(store.load_levelled(tmp_path / "up")),
+                               recorded.data, atol=1e-5)
+
+
 def test_overlay_crowded_field_skips_ids_and_bad_shape_raises():
     rng = np.random.default_rng(1)
     lab = np.zeros((100, 100), int)

@@ -78,6 +78,19 @@ def _colourise(data: np.ndarray) -> tuple[np.ndarray, float, float]:
     return rgb, float(lo), float(hi)
 
 
+def displayed(hm: HeightMap | np.ndarray) -> np.ndarray:
+    """The values to show of a levelled map: as recorded, also when the analysis mirrored it
+    to make dark particles bright (``metadata["polarity"] == "dark"``, see
+    :func:`particlesnn.preprocess.orient`): a person expects their own image, dark particles
+    dark, under the outlines. Mirroring back keeps the range."""
+    if not isinstance(hm, HeightMap):
+        return np.asarray(hm, dtype=float)
+    data = np.asarray(hm.data, dtype=float)
+    if hm.metadata.get("polarity") == "dark":
+        return np.nanmax(data) + np.nanmin(data) - data
+    return data
+
+
 def write_heightmap_png(path: str | Path, hm: HeightMap | np.ndarray) -> Path:
     """Write the bare height map as an RGB PNG at its native size (1 image px = 1 map px).
 
@@ -87,11 +100,11 @@ def write_heightmap_png(path: str | Path, hm: HeightMap | np.ndarray) -> Path:
     """
     from PIL import Image
 
-    data = hm.data if isinstance(hm, HeightMap) else np.asarray(hm, dtype=float)
+    data = displayed(hm)
     src = hm.source if isinstance(hm, HeightMap) else None
     if data.ndim != 2 or data.size == 0:
         raise InputError(src, f"height map must be a non-empty 2D array, got shape {data.shape}")
-    rgb, _, _ = _colourise(data.astype(float))
+    rgb, _, _ = _colourise(data)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(rgb, "RGB").save(path, format="PNG")
@@ -110,6 +123,9 @@ def render_overlay(
     title: str | None = None,
 ) -> np.ndarray:
     """Render the height map with particle contours, ids and a scale bar.
+
+    A map the analysis mirrored (dark particles, ``metadata["polarity"] == "dark"``) is shown
+    as recorded (:func:`displayed`).
 
     Parameters
     ----------
@@ -138,7 +154,7 @@ def render_overlay(
     from PIL import Image, ImageDraw
 
     if isinstance(hm, HeightMap):
-        data, px, unit, src = hm.data, hm.pixel_size, hm.unit, hm.source
+        data, px, unit, src = displayed(hm), hm.pixel_size, hm.unit, hm.source
     else:
         data, px, unit, src = np.asarray(hm, dtype=float), None, "a.u.", None
     if data.ndim != 2 or data.size == 0:

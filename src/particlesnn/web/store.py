@@ -73,9 +73,12 @@ def save_levelled(folder: Path, levelled: HeightMap) -> None:
         "unit": levelled.unit,
         "channel": levelled.channel,
         "shape": list(levelled.shape),
+        "polarity": levelled.metadata.get("polarity"),
     }
     (folder / "meta.json").write_text(json.dumps(meta))
-    (folder / "map.png").write_bytes(render_map_png(levelled.data))
+    from particlesnn.export.overlay import displayed
+
+    (folder / "map.png").write_bytes(render_map_png(displayed(levelled)))
 
 
 def load_levelled(folder: Path) -> HeightMap:
@@ -89,6 +92,7 @@ def load_levelled(folder: Path) -> HeightMap:
         channel=meta.get("channel", "Z"),
         unit=meta.get("unit", "nm"),
         source=folder / "source",
+        metadata={"polarity": meta["polarity"]} if meta.get("polarity") else {},
     )
 
 
