@@ -417,6 +417,12 @@ def polarity_call(hm: HeightMap) -> tuple[str, bool]:
     return used, (score < 0 if height else abs(score) < POLARITY_CHECK_PLAIN)
 
 
+def mirror(z: np.ndarray) -> np.ndarray:
+    """``max + min - z`` (float64): the map upside down in the same range; its own inverse."""
+    z = np.asarray(z, dtype=np.float64)
+    return np.nanmax(z) + np.nanmin(z) - z
+
+
 def orient(hm: HeightMap, polarity: str = "auto") -> tuple[HeightMap, str]:
     """A map in which particles are bright, and the polarity used.
 
@@ -429,8 +435,7 @@ def orient(hm: HeightMap, polarity: str = "auto") -> tuple[HeightMap, str]:
         raise ValueError(f"polarity must be auto, bright or dark, not {polarity!r}")
     used = detect_polarity(hm.data, height=hm.unit == "nm") if polarity == "auto" else polarity
     if used == "dark":
-        z = np.asarray(hm.data, dtype=np.float64)
-        out = hm.with_data(np.nanmax(z) + np.nanmin(z) - z)
+        out = hm.with_data(mirror(hm.data))
     else:
         out = hm.with_data(np.array(hm.data))
     out.metadata["polarity"] = used

@@ -85,10 +85,11 @@ def displayed(hm: HeightMap | np.ndarray) -> np.ndarray:
     dark, under the outlines. Mirroring back keeps the range."""
     if not isinstance(hm, HeightMap):
         return np.asarray(hm, dtype=float)
-    data = np.asarray(hm.data, dtype=float)
     if hm.metadata.get("polarity") == "dark":
-        return np.nanmax(data) + np.nanmin(data) - data
-    return data
+        from particlesnn.preprocess import mirror
+
+        return mirror(hm.data)
+    return np.asarray(hm.data, dtype=float)
 
 
 def write_heightmap_png(path: str | Path, hm: HeightMap | np.ndarray) -> Path:
