@@ -151,6 +151,28 @@ def test_detect_command(tmp_path):
     assert res.exit_code == 2 and "unknown polarity" in res.output
 
 
+def test_detect_goes_on_past_an_unreadable_file(tmp_path):
+    # a folder holding a good map and a truncated file: the good one is written, the bad one
+    # named on one line, exit status 1 (some inputs failed; 2 is for bad options)
+    import tifffile
+    from typer.testing import CliRunner
+
+    from particlesnn.cli import app
+    from particlesnn.io import write
+
+    img, truth = _cap_field(size=128)
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "a_broken.gsf").write_bytes(b"Gwyddion Simple Field 1.0\nXRes = 64\n")
+    write(HeightMap(img, pixel_size=(0.5, 0.5), unit="nm"), d / "b_field.gsf")
+    res = CliRunner().invoke(app, ["detect", str(d), "--out", str(tmp_path / "out"),
+                                   "--method", "threshold"])
+    assert res.exit_code == 1, res.output
+    assert "skipped a_broken.gsf: " in res.output and "Traceback" not in res.output
+    assert tifffile.imread(tmp_path / "out" / "b_field.labels.tif").shape == img.shape
+    assert not (tmp_path / "out" / "a_broken.labels.tif").exists()
+
+
 def test_pits_are_not_particles(model):
     # caps up and the same caps as pits: after orientation (particles bright) only the caps count
     img, truth = _cap_field(size=192, diameter=16.0, spacing=32.0, noise=0.01, seed=4)

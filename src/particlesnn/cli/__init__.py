@@ -2,7 +2,7 @@
 
 Each command lives in its own module under ``particlesnn.cli`` and registers itself on the
 shared :data:`app`. Bad input (:class:`particlesnn.InputError`) becomes one line on stderr
-and exit status 2; no traceback.
+and exit status 2; no traceback (the exit statuses: :mod:`particlesnn.cli._app`).
 """
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ def _training():
 
 @app.command()
 def detect(
-    files: List[Path] = typer.Argument(..., help="Image / SPM files to process."),
+    files: List[str] = typer.Argument(..., help="Image / SPM files, folders or globs to process."),
     out: Path = typer.Option(..., "--out", help="Output folder."),
     diameter: Optional[float] = typer.Option(
         None, help="Typical particle diameter: nm when the file has a pixel size, else px."),
@@ -39,10 +39,13 @@ def detect(
     polarity: str = typer.Option("auto", help="auto | bright (particles brighter than the "
                                  "background) | dark."),
 ) -> None:
-    """Find particles: write OUT/STEM.labels.tif (uint16) and OUT/STEM.scores.txt per file."""
-    import numpy as np
-    import tifffile
+    """Find particles: write OUT/STEM.labels.tif (uint16) and OUT/STEM.scores.txt per file.
 
+    A file that cannot be read or segmented is named on one line (``skipped NAME: problem``)
+    and the others go on; the exit status is then 1 (2 for a bad option)."""
+    from rich.console import Console
+
+    from particlesnn.cli.analyze_cmd import _say_failed, expand_inputs
     from particlesnn.errors import InputError
 
     if method not in ("model", "threshold", "watershed"):
@@ -53,31 +56,52 @@ def detect(
         raise InputError(None, f"unknown profile {profile!r} (use {', '.join(PROFILES)})")
     if polarity not in ("auto", "bright", "dark"):
         raise InputError(None, f"unknown polarity {polarity!r} (use auto, bright or dark)")
+    paths = expand_inputs(files)
+    if not paths:
+        raise InputError(None, f"{', '.join(files)}: no files of a supported format")
+    det = None
+    if method == "model":
+        from particlesnn.model import load_model
+
+        det = load_model(model)  # a missing model folder stops the command before any file
+    out.mkdir(parents=True, exist_ok=True)
+    err = Console(stderr=True)
+    failed = 0
+    for f in paths:
+        try:
+            _detect_one(f, out, method, det, diameter, profile, polarity)
+        except InputError as e:
+            failed += 1
+            _say_failed(err, f, e.problem, alone=len(paths) == 1)
+    if failed:
+        raise typer.Exit(code=1)
+
+
+def _detect_one(f: Path, out: Path, method: str, det, diameter, profile: str, polarity: str) -> None:
+    """``detect`` on one file: write its label image and scores, print one line."""
+    import numpy as np
+    import tifffile
+
+    from particlesnn.errors import InputError
     from particlesnn.io import read
     from particlesnn.preprocess import level
     from particlesnn.segment import segment_oriented
 
-    out.mkdir(parents=True, exist_ok=True)
-    det = None
-    for f in files:
-        if method == "model":
-            from particlesnn.model import load_model
-
-            det = det or load_model(model)
-            _, _polarity, seg = segment_oriented(level(read(f)), polarity, "model",
-                                                 diameter=diameter, model=det, profile=profile)
-        else:
-            _, _polarity, seg = segment_oriented(level(read(f)), polarity, method)
-        if seg.labels.max() > 65535:
-            raise InputError(f, f"{int(seg.labels.max())} particles do not fit a uint16 label image")
-        stem = Path(f).stem
-        tifffile.imwrite(out / f"{stem}.labels.tif", seg.labels.astype(np.uint16))
-        with open(out / f"{stem}.scores.txt", "w") as fh:
-            for k, s in enumerate(np.asarray(seg.scores), start=1):
-                fh.write(f"{k} {float(s):.4f}\n")
-        prof = (f" (model {seg.info['model']}, profile {seg.info['profile']}, polarity {_polarity})"
-                if seg.info.get("profile") else f" (polarity {_polarity})")
-        typer.echo(f"{f}: {seg.count} particles{prof} -> {out / (stem + '.labels.tif')}")
+    if method == "model":
+        _, used, seg = segment_oriented(level(read(f)), polarity, "model",
+                                        diameter=diameter, model=det, profile=profile)
+    else:
+        _, used, seg = segment_oriented(level(read(f)), polarity, method)
+    if seg.labels.max() > 65535:
+        raise InputError(f, f"{int(seg.labels.max())} particles do not fit a uint16 label image")
+    stem = Path(f).stem
+    tifffile.imwrite(out / f"{stem}.labels.tif", seg.labels.astype(np.uint16))
+    with open(out / f"{stem}.scores.txt", "w") as fh:
+        for k, s in enumerate(np.asarray(seg.scores), start=1):
+            fh.write(f"{k} {float(s):.4f}\n")
+    prof = (f" (model {seg.info['model']}, profile {seg.info['profile']}, polarity {used})"
+            if seg.info.get("profile") else f" (polarity {used})")
+    typer.echo(f"{f}: {seg.count} particles{prof} -> {out / (stem + '.labels.tif')}")
 
 
 class _TrainCommand(TyperCommand):

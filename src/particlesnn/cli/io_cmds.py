@@ -152,6 +152,8 @@ def convert(
 
     console = Console()
     err_console = Console(stderr=True)
+    if to.lower().lstrip(".") not in _TO:  # the whole command cannot run: exit 2, before any file
+        raise InputError(None, f"cannot convert to {to!r} (choose one of {', '.join(_TO)})")
     bad = 0
     for f in files:
         try:
@@ -162,4 +164,4 @@ def convert(
             continue
         console.print(f"{f.name} -> {written}", highlight=False)
     if bad:
-        raise typer.Exit(2)
+        raise typer.Exit(1)
