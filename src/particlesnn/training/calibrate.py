@@ -42,8 +42,6 @@ from pathlib import Path
 
 import numpy as np
 
-from particlesnn.heightmap import HeightMap
-
 PRESETS = ["stm-sparse", "stm-crowded", "stm-tiny", "stm-noisy-lines", "stm-mixed", "negatives"]
 #: (prob_thresh, marker_thresh, min_score) points of the standard profile (widened on
 #: 2026-12-03 from {0.5, 0.6, 0.7}^2 x {0, 0.7, 0.8, 0.9}: the default's pick sat on its edges).
@@ -127,7 +125,7 @@ def calibrate_decoding(model_dir: str | Path, real_root: str | Path | None = Non
     from particlesnn.io import read
     from particlesnn.io.groundtruth import read_real_set
     from particlesnn.model import load_model
-    from particlesnn.preprocess import level
+    from particlesnn.preprocess import level, orient
     from particlesnn.synth import generate
 
     mdir = Path(model_dir)
@@ -138,12 +136,12 @@ def calibrate_decoding(model_dir: str | Path, real_root: str | Path | None = Non
         for i in range(n_per_preset):
             si = generate(p, 1_950_000 + 100 * k + i, size=size)
             hm = si.height if si.modality == "stm" else si.height.with_data(si.image, unit="a.u.")
-            hm = _oriented(level(hm), m)
+            hm, _ = orient(level(hm), "auto")
             std.append(_Item("synthetic", hm.data.astype(np.float32), si.labels, m, "standard"))
     if root is not None and (root / "nuclei-dev").is_dir():
         gts = read_real_set(root, "nuclei-dev", "train")
         for g in gts[:: max(1, len(gts) // n_nuclei)][:n_nuclei]:
-            hm = _oriented(level(read(g.image)), m)
+            hm, _ = orient(level(read(g.image)), "auto")
             std.append(_Item("nuclei-dev", hm.data.astype(np.float32), g.truth, m, "standard"))
     th = json.loads((mdir / "thresholds.json").read_text()) if (mdir / "thresholds.json").is_file() else {}
     score, best, per = _calibrate(std, "standard")
@@ -164,7 +162,7 @@ def calibrate_decoding(model_dir: str | Path, real_root: str | Path | None = Non
     if root is not None and (root / "stem-dev").is_dir():
         tex = []
         for g in read_real_set(root, "stem-dev", "train"):
-            hm = _oriented(level(read(g.image)), m)
+            hm, _ = orient(level(read(g.image)), "auto")
             tex.append(_Item("stem-dev", hm.data.astype(np.float32), g.truth, m, "textured"))
         _, bt, per = _calibrate(tex, "textured", TEXTURED_GRID)
         c, b, z = per["stem-dev"]
@@ -176,42 +174,26 @@ def calibrate_decoding(model_dir: str | Path, real_root: str | Path | None = Non
     return th
 
 
-def _oriented(levelled: HeightMap, model) -> HeightMap:
-    """``levelled`` oriented as the analysis orients it with ``model``
-    (:func:`particlesnn.segment.segment_oriented`: the tail statistic's call, checked by the
-    detector where it is doubtful). Before 2026-12-07 (session 20) calibration used the
-    statistic alone, which turned 1 of the 20 synthetic STM images of the decoding calibration
-    upside down (docs/model.md)."""
-    from particlesnn.preprocess import orient, polarity_call
-    from particlesnn.segment import segment_oriented
-
-    used, check = polarity_call(levelled)
-    if not check:
-        return orient(levelled, used)[0]
-    return segment_oriented(levelled, "auto", "model", model=model)[0]
-
-
-def _profile_items(real_root: Path | None, n_nuclei: int, n_synth: int, model):
-    """(set name, levelled map oriented by :func:`_oriented` with ``model``, truth) for the
-    profile-switch calibration: the training parts of the real sets (when present) and
-    synthetic STM images of seeds 8,500,000+."""
+def _profile_items(real_root: Path | None, n_nuclei: int, n_synth: int):
+    """(set name, levelled map, truth) for the profile-switch calibration: the training parts
+    of the real sets (when present) and synthetic STM images of seeds 8,500,000+."""
     from particlesnn.io import read
     from particlesnn.io.groundtruth import read_real_set
-    from particlesnn.preprocess import level
+    from particlesnn.preprocess import level, orient
     from particlesnn.synth import generate
 
     if real_root is not None and (real_root / "stem-dev").is_dir():
         for g in read_real_set(real_root, "stem-dev", "train"):
-            yield "stem-dev", _oriented(level(read(g.image)), model), g.truth
+            yield "stem-dev", orient(level(read(g.image)), "auto")[0], g.truth
     if real_root is not None and (real_root / "nuclei-dev").is_dir():
         gts = read_real_set(real_root, "nuclei-dev", "train")
         for g in gts[:: max(1, len(gts) // n_nuclei)][:n_nuclei]:
-            yield "nuclei-dev", _oriented(level(read(g.image)), model), g.truth
+            yield "nuclei-dev", orient(level(read(g.image)), "auto")[0], g.truth
     presets = ["stm-sparse", "stm-crowded", "stm-tiny", "stm-noisy-lines", "stm-large"]
     for i in range(n_synth):
         k = i % len(presets)
         si = generate(presets[k], 8_500_000 + 1000 * k + i // len(presets))
-        yield "synthetic", _oriented(level(si.height), model), si.labels
+        yield "synthetic", orient(level(si.height), "auto")[0], si.labels
 
 
 def calibrate_profile_switch(model_dir: str | Path, real_root: str | Path | None = None,
@@ -238,7 +220,7 @@ def calibrate_profile_switch(model_dir: str | Path, real_root: str | Path | None
     m.config.pop("height_model", None)
     root = Path(real_root) if real_root is not None else None
     rec = []
-    for group, hm, truth in _profile_items(root, n_nuclei, n_synth, m):
+    for group, hm, truth in _profile_items(root, n_nuclei, n_synth):
         std = segment_model(hm, model=m, profile="standard")
         tex = segment_model(hm, model=m, profile="textured")
         mean = float(std.info["certainty"]) if std.count >= SWITCH_MIN_COUNT else 1.0
