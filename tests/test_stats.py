@@ -162,3 +162,21 @@ def test_mixed_scales_pool_in_pixels():
     assert "eq_diameter_nm_mean" not in res["per_image"].columns
     assert res["per_image"].loc["a", "eq_diameter_px_mean"] == pytest.approx(6.0)
     assert res["joint"]["eq_diameter_px_mean"] == pytest.approx(6.0)
+
+
+def test_set_pixel_size_is_not_lent_to_an_uncalibrated_image():
+    # as `analyze` builds it: the concatenated table carries the first image's pixel size in
+    # its attrs; image "b" (a plain PNG, say) has none, so the set has no area in nm^2 and no
+    # density per um^2 (it once got 100 px x 100 px x (2 nm/px)^2 from "a")
+    a = table([2.0, 4.0], image="a")
+    b = table([3.0], image="b").drop(columns=["eq_diameter_nm", "area_nm2", "length_nm",
+                                              "width_nm", "height_max_nm"])
+    both = pd.concat([a, b], ignore_index=True)
+    both.attrs = {"pixel_size": (2.0, 2.0)}
+    images = pd.DataFrame([{"image": "a", "rows": 100, "cols": 100, "pixel_x": 2.0, "pixel_y": 2.0},
+                           {"image": "b", "rows": 100, "cols": 100}])
+    res = stats.summarize_set(both, images)
+    assert pd.isna(res["per_image"].loc["b"].get("image_area_nm2", np.nan))
+    assert res["per_image"].loc["a", "image_area_nm2"] == pytest.approx(4e4)
+    assert "density_per_um2" not in res["joint"] and "image_area_nm2" not in res["joint"]
+    assert res["joint"]["density_per_mpx"] == pytest.approx(3 / 2e4 * 1e6)

@@ -291,6 +291,10 @@ def summarize_set(particles: pd.DataFrame, images: pd.DataFrame | Mapping | None
     """
     if "image" not in particles.columns:
         raise InputError(None, "particle table for a set needs an 'image' column")
+    # each image's scale comes from ``images`` alone: a set-level pixel size in the table's
+    # attrs (the first image's, say) must not lend an uncalibrated image an area in nm^2
+    particles = particles.copy(deep=False)
+    particles.attrs = {k: v for k, v in particles.attrs.items() if k != "pixel_size"}
     names = list(dict.fromkeys(particles["image"].tolist()))
     imgs = _images_frame(images, names)
     all_names = list(dict.fromkeys(list(imgs.index) + names))

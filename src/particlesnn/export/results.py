@@ -373,6 +373,9 @@ def _stream_particles(entries: Sequence[_Entry], outdir: Path
         if len({e.attrs.get("length_unit") for e in entries}) > 1:
             # mixed scale: the joint statistics are in px for all images
             attrs["length_unit"] = "px"
+        if len({_pixel_key(e.attrs.get("pixel_size")) for e in entries}) > 1:
+            # no one pixel size for the set: each image's own is in summary.csv
+            attrs.pop("pixel_size", None)
     # the units travel in the Parquet file as pandas stores DataFrame.attrs
     schema = pa.schema([schema.field(c) for c in columns],
                        metadata={"PANDAS_ATTRS": json.dumps(_jsonable(attrs))})
@@ -401,6 +404,11 @@ def _stream_particles(entries: Sequence[_Entry], outdir: Path
     particles = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame({"image": []})
     particles.attrs = attrs
     return particles, scores
+
+
+def _pixel_key(pixel_size) -> tuple | None:
+    """A hashable form of a pixel size (nm/px, x and y) or None."""
+    return None if pixel_size is None else tuple(float(v) for v in pixel_size)
 
 
 def _write_set(entries: Sequence[_Entry], outdir: Path, *, options: dict | None,
