@@ -164,8 +164,9 @@ def main(argv=None) -> int:
             key = (preset, m)
             secs.setdefault(key, []).append(dt)
             mpix[key] = mpix.get(key, 0.0) + mp
-            if preset not in first_of or key not in peaks:
-                peaks[key] = C.peak_mb(C.segment, hm, m)
+            if preset not in first_of or key not in peaks:  # through the path timed above
+                peaks[key] = (C.peak_mb(C.segment_oriented, lev, args.polarity, m) if m == "model"
+                              else C.peak_mb(C.segment, hm, m))
             r = evaluate_pair(seg.labels, si.labels, seg.scores, coco=False)
             if preset in PRESETS:
                 hit = np.zeros(len(si.particles), bool)
