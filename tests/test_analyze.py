@@ -314,3 +314,22 @@ def test_measure_keeps_edited_particles_standing_up(bumps_and_pit, tmp_path):
     assert res.exit_code == 0, res.output
     b = pd.read_csv(back / "particles.csv")
     assert len(b) == 5 and np.allclose(b["height_max_nm"], 1.0, atol=0.1)
+
+
+def test_mixed_scales_are_said_and_not_pooled_in_nm(tmp_path):
+    # a calibrated map and the same map as a PNG (no pixel size): the set is pooled in px,
+    # the ALL row says why, and it has no density per um^2 (it once borrowed the first
+    # image's pixel size for the PNG)
+    d = tmp_path / "in"
+    d.mkdir()
+    hm, _ = _caps_field(1)
+    io.write(hm, d / "a_map.gsf")
+    io.write(hm, d / "b_plain.png")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["analyze", str(d), "--out", str(out), "--method", "watershed"],
+                             env={"COLUMNS": "250"}, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "mixed scales: 1 of 2 images have no pixel size" in res.output
+    s = pd.read_csv(out / "summary.csv").set_index("image")
+    assert s.loc["a_map", "length_unit"] == "nm" and s.loc["a_map", "density_per_um2"] > 0
+    assert s.loc["ALL", "length_unit"] == "px" and pd.isna(s.loc["ALL", "density_per_um2"])

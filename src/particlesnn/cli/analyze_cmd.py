@@ -180,8 +180,19 @@ def _summary_table(results, failed, set_stats):
     if rows:
         dens, dtxt = fmt(set_stats["joint"])
         t.add_row("[b]ALL[/b]", str(set_stats["joint"].get("count", 0)), dens, dtxt,
-                  f"{sum(r[2] for r in rows):.2f}", "")
+                  f"{sum(r[2] for r in rows):.2f}", _mixed_scale_note(rows, set_stats))
     return t
+
+
+def _mixed_scale_note(rows, set_stats) -> str:
+    """The ALL row's note when images with and without a pixel size were pooled in px."""
+    if set_stats.get("length_unit") != "px":
+        return ""
+    n_px = sum(1 for _, summ, _, _ in rows if summ.get("length_unit", "px") == "px")
+    if n_px in (0, len(rows)):
+        return ""
+    return (f"mixed scales: {n_px} of {len(rows)} images have no pixel size, so set and group "
+            "statistics are in px; analyse those apart (with --pixel-size if known)")
 
 
 def _say_failed(console, path, problem: str, alone: bool) -> None:
