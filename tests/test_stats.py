@@ -180,3 +180,24 @@ def test_set_pixel_size_is_not_lent_to_an_uncalibrated_image():
     assert res["per_image"].loc["a", "image_area_nm2"] == pytest.approx(4e4)
     assert "density_per_um2" not in res["joint"] and "image_area_nm2" not in res["joint"]
     assert res["joint"]["density_per_mpx"] == pytest.approx(3 / 2e4 * 1e6)
+
+
+def test_groups_keep_nm_where_they_can():
+    # two calibrated groups and one without a pixel size: the calibrated groups are described
+    # and compared in nm (their pixel sizes differ, so px would mix scales); pairs with the
+    # uncalibrated group fall back to px
+    rng = np.random.default_rng(4)
+    a = table(rng.lognormal(1.5, 0.2, 200), image="a", ps=0.5)
+    b = table(rng.lognormal(1.5, 0.2, 200), image="b", ps=0.25)  # same sizes, finer pixels
+    c = table(rng.lognormal(1.5, 0.2, 200), image="c").drop(
+        columns=["eq_diameter_nm", "area_nm2", "length_nm", "width_nm", "height_max_nm"])
+    p = pd.concat([a, b, c], ignore_index=True)
+    groups = {"a": "A", "b": "B", "c": "C"}
+    t = stats.group_table(p, groups)
+    assert list(t["length_unit"]) == ["nm", "nm", "px"]
+    assert t.loc["A", "eq_diameter_nm_mean"] == pytest.approx(a["eq_diameter_nm"].mean())
+    assert t.loc["C", "eq_diameter_px_mean"] == pytest.approx(c["eq_diameter_px"].mean())
+    cmp = stats.compare_groups(p, groups).set_index(["group_a", "group_b"])
+    assert cmp.loc[("A", "B"), "measure"] == "eq_diameter_nm"
+    assert cmp.loc[("A", "B"), "ks_p"] > 0.001  # same sizes: no difference in nm
+    assert cmp.loc[("A", "C"), "measure"] == "eq_diameter_px"

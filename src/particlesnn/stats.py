@@ -378,24 +378,27 @@ def group_table(particles: pd.DataFrame, groups: pd.DataFrame | Mapping[Any, Any
                 max_diameter: float | None = None) -> pd.DataFrame:
     """Side-by-side table of groups: one row per group.
 
-    Columns: ``n_images``, ``n_particles`` (sized particles), and for each measure column
+    Columns: ``length_unit`` (of the group: nm when all its particles have a scale, so a
+    calibrated group is described in nm even when another group has no pixel size),
+    ``n_images``, ``n_particles`` (sized particles), and for each measure column
     ``<col>_mean``, ``<col>_sem`` (over particles), ``<col>_std``, ``<col>_median``, plus
     ``<col>_image_mean_sem`` (SEM of the per-image means: the spread between images, the honest
     error when images are the replicates).
     """
     unit = length_unit(particles)
-    p = select(particles, include_border=include_border, min_diameter=min_diameter,
-               max_diameter=max_diameter, unit=unit).copy()
-    p["_group"] = _grouped(p, groups) if len(p) else pd.Series(dtype=object)
+    grp = _grouped(particles, groups) if len(particles) else pd.Series(dtype=object)
     all_groups = list(dict.fromkeys(groups_from_table(groups).values()))
     rows = []
     for gname in all_groups:
-        sub = p[p["_group"] == gname]
+        mine = particles[grp == gname] if len(particles) else particles
+        u = length_unit(mine) if len(mine) else unit
+        sub = select(mine, include_border=include_border, min_diameter=min_diameter,
+                     max_diameter=max_diameter, unit=u)
         imgs_in_group = [k for k, v in groups_from_table(groups).items() if v == gname]
-        row: dict[str, Any] = {"group": gname, "n_images": len(imgs_in_group),
+        row: dict[str, Any] = {"group": gname, "length_unit": u, "n_images": len(imgs_in_group),
                                "n_particles": int(len(sub))}
         for m in measures:
-            c = column(p, m, unit)
+            c = column(particles, m, u)
             if c is None:
                 continue
             d = describe(sub[c].to_numpy(float))
@@ -416,26 +419,29 @@ def compare_groups(particles: pd.DataFrame, groups: pd.DataFrame | Mapping[Any, 
     """Two-sample tests of a size distribution between every pair of groups.
 
     ``groups``: image -> group (dict, or table, see :func:`groups_from_table`).  For each pair
-    (a, b): ``n_a``, ``n_b``, ``mean_a``, ``mean_b`` (in the measure's unit), ``ks_stat``,
+    (a, b): ``measure`` (the column compared: in nm when every particle of both groups has a
+    scale, else in px), ``n_a``, ``n_b``, ``mean_a``, ``mean_b`` (in the measure's unit), ``ks_stat``,
     ``ks_p`` (two-sided Kolmogorov-Smirnov, ``scipy.stats.ks_2samp``), ``mw_u``, ``mw_p``
     (two-sided Mann-Whitney U, ``scipy.stats.mannwhitneyu``).  Particles are treated as
     independent draws (p-values ignore image-to-image variation; see :func:`group_table`), and
     with more than two groups the p-values are not corrected for multiple comparisons.
     """
     unit = length_unit(particles)
-    p = select(particles, include_border=include_border, min_diameter=min_diameter,
-               max_diameter=max_diameter, unit=unit)
-    c = column(p, measure, unit)
-    if c is None:
+    if column(particles, measure, unit) is None:
         raise InputError(None, f"particle table has no column for measure {measure!r}")
-    g = _grouped(p, groups) if len(p) else pd.Series(dtype=object)
+    grp = _grouped(particles, groups) if len(particles) else pd.Series(dtype=object)
     names = list(dict.fromkeys(groups_from_table(groups).values()))
-    vals = {n: p.loc[g == n, c].to_numpy(float) for n in names}
-    vals = {n: v[np.isfinite(v)] for n, v in vals.items()}
     rows = []
     nan = float("nan")
     for a, b in itertools.combinations(names, 2):
-        va, vb = vals[a], vals[b]
+        pair = particles[grp.isin([a, b])] if len(particles) else particles
+        u = length_unit(pair) if len(pair) else unit
+        c = column(particles, measure, u)
+        p = select(pair, include_border=include_border, min_diameter=min_diameter,
+                   max_diameter=max_diameter, unit=u)
+        g = grp.loc[p.index] if len(p) else pd.Series(dtype=object)
+        va, vb = (p.loc[g == n, c].to_numpy(float) for n in (a, b))
+        va, vb = va[np.isfinite(va)], vb[np.isfinite(vb)]
         row = {"group_a": a, "group_b": b, "measure": c, "n_a": va.size, "n_b": vb.size,
                "mean_a": float(va.mean()) if va.size else nan,
                "mean_b": float(vb.mean()) if vb.size else nan}

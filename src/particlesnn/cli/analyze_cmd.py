@@ -191,7 +191,7 @@ def _mixed_scale_note(rows, set_stats) -> str:
     n_px = sum(1 for _, summ, _, _ in rows if summ.get("length_unit", "px") == "px")
     if n_px in (0, len(rows)):
         return ""
-    return (f"mixed scales: {n_px} of {len(rows)} images have no pixel size, so set and group "
+    return (f"mixed scales: {n_px} of {len(rows)} images have no pixel size, so the set "
             "statistics are in px; analyse those apart (with --pixel-size if known)")
 
 
