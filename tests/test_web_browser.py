@@ -89,7 +89,7 @@ def test_upload_view_edit_download(server, tmp_path, shots):
         page.set_input_files("#file-input", str(path))
         assert "particles.gsf" in page.inner_text("#file-list")
         page.select_option("#method", "threshold")
-        page.uncheck("#refine")  # keep the test fast
+        page.select_option("#refine", "false")  # keep the test fast
         page.fill("#user", "browser-test")
         page.screenshot(path=shots / "web_upload.png")
         page.click("#upload-btn")

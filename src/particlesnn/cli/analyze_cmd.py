@@ -219,7 +219,7 @@ def analyze(
     max_size: Optional[float] = typer.Option(None, "--max-size", help="Maximum equivalent diameter (nm; px if no scale)."),
     include_border: Optional[bool] = typer.Option(None, "--include-border/--exclude-border",
                                                   help="Border-touching particles in size statistics (default: excluded)."),
-    refine: Optional[bool] = typer.Option(None, "--refine/--no-refine", help="Gaussian contour refinement (default on)."),
+    refine: Optional[bool] = typer.Option(None, "--refine/--no-refine", help="Gaussian half-height contour refinement (default: height maps in nm only)."),
     channel: Optional[str] = typer.Option(None, help="Channel of multi-channel files."),
     scale_bar: Optional[float] = typer.Option(None, "--scale-bar",
                                               help="Plain images: length (nm) of the burnt-in scale bar."),

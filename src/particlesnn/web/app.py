@@ -133,6 +133,8 @@ def parse_options(fields: dict[str, str]) -> dict[str, Any]:
         raw = str(fields[key]).strip()
         if raw == "" and typ is not bool:
             continue
+        if key == "refine" and raw.lower() == "auto":  # the default: height maps in nm only
+            continue
         try:
             if typ is bool:
                 val: Any = _parse_bool(raw)
@@ -466,7 +468,8 @@ def create_app(data_dir: str | Path, **limits: Any) -> FastAPI:
                         "diameter": {"type": "number", "description": "typical diameter (nm, px without scale)"},
                         "polarity": {"type": "string", "enum": list(POLARITIES)},
                         "min_size": {"type": "number"}, "max_size": {"type": "number"},
-                        "include_border": {"type": "boolean"}, "refine": {"type": "boolean"},
+                        "include_border": {"type": "boolean"}, "refine": {"type": "string", "enum": ["auto", "true", "false"],
+                                                                    "description": "Gaussian half-height refinement; auto (default): height maps in nm only"},
                         "channel": {"type": "string"}, "level": {"type": "boolean"},
                     }}}},
             }
