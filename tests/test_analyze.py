@@ -350,3 +350,15 @@ def test_refinement_by_default_on_height_maps_only():
     assert np.array_equal(on_plain.labels, raw.labels)
     forced = analyze_heightmap(plain, AnalyzeOptions(method="watershed", refine=True))
     assert forced.summary["refined"] and not np.array_equal(forced.labels, raw.labels)
+
+
+@pytest.mark.parametrize("value, err, text", [
+    (4450.3, 22.1, "4450 ± 22"), (190.33, 9.61, "190.3 ± 9.6"), (1441.0, 213.0, "1440 ± 210"),
+    (12.345, 0.0123, "12.345 ± 0.012"), (3.2, float("nan"), "3.2"), (3.2, 0.0, "3.2"),
+])
+def test_mean_and_sem_are_written_to_the_sem_precision(value, err, text):
+    """The terminal table's 'mean d ± SEM': the SEM to two significant figures, the mean to the
+    same decimal place (it printed 4.45e+03 ± 22 nm)."""
+    from particlesnn.cli.analyze_cmd import value_pm
+
+    assert value_pm(value, err) == text

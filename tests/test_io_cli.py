@@ -32,6 +32,23 @@ def test_info_table(tmp_path):
         assert text in out, text
 
 
+def test_piped_output_keeps_whole_values(tmp_path):
+    """Output to a file or a pipe (no terminal, no COLUMNS) is not cut to 80 columns: rich
+    would otherwise ellipsize the values and drop whole columns of the tables."""
+    hm = _hm(rows=12, cols=900)
+    hm.channel = "Topography_forward"
+    p = pio.write(hm, tmp_path / "sample_0001_topography.gsf")
+    res = runner.invoke(app, ["info", str(p)], env={"COLUMNS": None})
+    assert res.exit_code == 0, res.output
+    rng = f"{hm.data.min():.5g} .. {hm.data.max():.5g} nm"
+    for text in (p.name, "Gwyddion Simple Field", hm.channel, "900 x 12", "2250 x 30", rng):
+        assert text in res.output, (text, res.output)
+    assert "…" not in res.output
+    from particlesnn.cli._app import PIPE_WIDTH, make_console
+
+    assert make_console().width == PIPE_WIDTH  # pytest captures the output: not a terminal
+
+
 def test_info_unreadable_and_constant(tmp_path):
     good = pio.write(_hm(), tmp_path / "good.txt")
     const = pio.write(HeightMap(np.full((10, 10), 3.0), pixel_size=(1, 1)), tmp_path / "flat.txt")

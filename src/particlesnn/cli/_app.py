@@ -10,7 +10,9 @@ files could not be processed (each named on a line of its own, the others done: 
 option value, a missing model folder or file, an output it must not overwrite) -- click's
 status for usage errors.
 """
+import os
 import sys
+from pathlib import Path
 
 import typer
 from typer.core import TyperGroup
@@ -35,3 +37,26 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+#: Width (characters) of the output when it is not a terminal (a file, a pipe, a CI log) and
+#: ``COLUMNS`` is not set: rich would take 80 and cut values or drop whole columns of a table.
+PIPE_WIDTH = 200
+
+
+def make_console(stderr: bool = False):
+    """A rich console for a command's output (``stderr`` for errors): the terminal's width, or
+    :data:`PIPE_WIDTH` when the output goes to a file or a pipe."""
+    from rich.console import Console
+
+    out = Console(stderr=stderr)
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out = Console(stderr=stderr, width=PIPE_WIDTH)
+    return out
+
+
+def say_failed(err_console, path, problem: str, alone: bool) -> None:
+    """One unwrapped stderr line for an input that could not be processed: ``error:`` when it
+    was the only input, ``skipped`` when the others go on."""
+    word = "error:" if alone else "skipped"
+    err_console.print(f"[red]{word}[/red] {Path(path).name}: {problem}", soft_wrap=True, highlight=False)

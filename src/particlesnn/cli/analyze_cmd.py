@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import glob
+import math
 import shutil
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from particlesnn.cli._app import app
+from particlesnn.cli._app import app, make_console, say_failed
 from particlesnn.errors import InputError
 
 # Files in an input folder that are our own outputs or side files, never images to analyse.
@@ -151,6 +152,19 @@ def _rows_of(items) -> list[tuple[str, dict, float, list]]:
     return rows
 
 
+def value_pm(value: float, err: float) -> str:
+    """``value ± err`` with the error to two significant figures and the value to the same
+    decimal place (``4450 ± 22``, ``190.3 ± 9.6``, ``1440 ± 210``); ``value`` to three
+    significant figures when there is no error (NaN, 0)."""
+    if not (err == err and err > 0 and math.isfinite(err)):
+        return f"{value:.3g}"
+    decimals = 1 - math.floor(math.log10(err))
+    if decimals > 0:
+        return f"{value:.{decimals}f} ± {err:.{decimals}f}"
+    step = 10.0 ** -decimals
+    return f"{round(value / step) * step:.0f} ± {round(err / step) * step:.0f}"
+
+
 def _summary_table(results, failed, set_stats):
     from rich.table import Table
 
@@ -164,8 +178,7 @@ def _summary_table(results, failed, set_stats):
         e = s.get(f"d_sem_{u}")
         dens = (f"{s['density_per_um2']:.4g} /µm²" if "density_per_um2" in s
                 else f"{s.get('density_per_mpx', float('nan')):.4g} /Mpx")
-        dtxt = "–" if d is None or d != d else f"{d:.3g} ± {e:.2g} {u}" if e == e else f"{d:.3g} {u}"
-        return dens, dtxt
+        return dens, "–" if d is None or d != d else f"{value_pm(d, e)} {u}"
 
     rows = _rows_of(results)
     for name, summ, secs, warns in rows[:CLI_MAX_ROWS]:
@@ -193,13 +206,6 @@ def _mixed_scale_note(rows, set_stats) -> str:
         return ""
     return (f"mixed scales: {n_px} of {len(rows)} images have no pixel size, so the set "
             "statistics are in px; analyse those apart (with --pixel-size if known)")
-
-
-def _say_failed(console, path, problem: str, alone: bool) -> None:
-    """One unwrapped stderr line for an input that could not be analysed: ``error:`` when it
-    was the only input, ``skipped`` when the others go on."""
-    word = "error:" if alone else "skipped"
-    console.print(f"[red]{word}[/red] {Path(path).name}: {problem}", soft_wrap=True, highlight=False)
 
 
 @app.command()
@@ -245,7 +251,6 @@ def analyze(
     import json
 
     import yaml
-    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from particlesnn.export.results import (read_image_record, slim_record,
@@ -277,7 +282,7 @@ def analyze(
         _prepare_out(out, overwrite)
         (out / "config.yaml").write_text(yaml.safe_dump(opts.to_dict(), sort_keys=False))
 
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     stems = [f.stem for f in files]
     names = [s if stems.count(s) == 1 else f"{s}_{f.suffix.lstrip('.')}" for s, f in zip(stems, files)]
     tasks = tasks_for(files, names, out, opts.to_dict())
@@ -309,7 +314,7 @@ def analyze(
                 i = rec["index"]
                 if rec["status"] == "failed":
                     failed_at[i] = (str(files[i]), rec["problem"])
-                    _say_failed(console, files[i], rec["problem"], alone=len(files) == 1)
+                    say_failed(console, files[i], rec["problem"], alone=len(files) == 1)
                     log({"image": rec["image"], "status": "failed", "problem": rec["problem"]})
                 else:
                     done[i] = slim_record(rec)
@@ -327,10 +332,10 @@ def analyze(
                                                groups=group_map)
     if not records:  # nothing analysed: the one-line errors above say it all
         raise typer.Exit(code=1)
-    Console().print(_summary_table(records, failed, set_stats))
+    make_console().print(_summary_table(records, failed, set_stats))
     if group_map:
-        Console().print(f"Group comparison in {out / 'groups.csv'} and {out / 'group_tests.csv'}")
-    Console().print(f"Outputs in {out}/ (report: {out / 'report.html'})")
+        make_console().print(f"Group comparison in {out / 'groups.csv'} and {out / 'group_tests.csv'}")
+    make_console().print(f"Outputs in {out}/ (report: {out / 'report.html'})")
     if failed:
         raise typer.Exit(code=1)
 
@@ -352,7 +357,6 @@ def measure(
 ) -> None:
     """Re-import edited contours (LabelMe / VIA / COCO) and recompute measures and statistics."""
     import yaml
-    from rich.console import Console
 
     from particlesnn import io
     from particlesnn.export.annotations import read_annotations
@@ -381,11 +385,11 @@ def measure(
             results.append(r)
         except InputError as err:
             failed.append((str(f), err.problem))
-            _say_failed(Console(stderr=True), f, err.problem, alone=len(files) == 1)
+            say_failed(make_console(stderr=True), f, err.problem, alone=len(files) == 1)
     set_stats = write_set_outputs(results, out, options=opts.to_dict(), failed=failed,
                                   include_border=opts.include_border)
     if not results:
         raise typer.Exit(code=1)
-    Console().print(_summary_table(results, failed, set_stats))
+    make_console().print(_summary_table(results, failed, set_stats))
     if failed:
         raise typer.Exit(code=1)

@@ -12,7 +12,7 @@ from typing import List, Optional
 import typer
 from typer.core import TyperCommand
 
-from particlesnn.cli._app import app
+from particlesnn.cli._app import app, make_console, say_failed
 
 TRAIN_HINT = "error: training needs torch: pip install particlesnn[train]"
 
@@ -43,9 +43,8 @@ def detect(
 
     A file that cannot be read or segmented is named on one line (``skipped NAME: problem``)
     and the others go on; the exit status is then 1 (2 for a bad option)."""
-    from rich.console import Console
 
-    from particlesnn.cli.analyze_cmd import _say_failed, expand_inputs
+    from particlesnn.cli.analyze_cmd import expand_inputs
     from particlesnn.errors import InputError
 
     if method not in ("model", "threshold", "watershed"):
@@ -65,14 +64,14 @@ def detect(
 
         det = load_model(model)  # a missing model folder stops the command before any file
     out.mkdir(parents=True, exist_ok=True)
-    err = Console(stderr=True)
+    err = make_console(stderr=True)
     failed = 0
     for f in paths:
         try:
             _detect_one(f, out, method, det, diameter, profile, polarity)
         except InputError as e:
             failed += 1
-            _say_failed(err, f, e.problem, alone=len(paths) == 1)
+            say_failed(err, f, e.problem, alone=len(paths) == 1)
     if failed:
         raise typer.Exit(code=1)
 

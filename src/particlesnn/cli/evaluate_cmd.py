@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import typer
 
-from particlesnn.cli._app import app
+from particlesnn.cli._app import app, make_console
 from particlesnn.errors import InputError
 
 # (column, header, format) for the terminal table
@@ -89,11 +89,10 @@ def evaluate(
 ) -> None:
     """Score predictions against ground truth: centre rule, IoU>=0.5 matching, COCO mAP, size accuracy."""
     from rich import box
-    from rich.console import Console
     from rich.table import Table
 
     df, overall, missing = run_evaluation(pred, gt, out, coco=coco)
-    console = Console()
+    console = make_console()
     truth_kind = "boxes" if (df["truth"] == "boxes").all() else "masks"
     table = Table(title=f"particlesnn evaluate ({len(df)} images, truth: {truth_kind})",
                   box=box.SIMPLE_HEAD, padding=(0, 1))

@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from particlesnn.cli._app import app
+from particlesnn.cli._app import app, make_console
 from particlesnn.errors import InputError
 
 _TO = ("gsf", "txt", "png", "tif")
@@ -73,13 +73,12 @@ def info(
     A folder stands for the files of supported formats in it (recursively), as for ``analyze``.
     Unreadable files get a red line naming the problem; the exit status is then 1.
     """
-    from rich.console import Console
     from rich.table import Table
 
     from particlesnn.cli.analyze_cmd import expand_inputs
 
-    console = Console()
-    err_console = Console(stderr=True)
+    console = make_console()
+    err_console = make_console(stderr=True)
     paths: list[Path] = []
     for f in files:  # files are kept as given, so a missing one is reported in its row
         paths.extend(expand_inputs([str(f)]) if Path(f).is_dir() else [Path(f)])
@@ -148,10 +147,9 @@ def convert(
     channel: Optional[str] = typer.Option(None, "--channel", help="Channel to convert (default: height)."),
 ) -> None:
     """Convert SPM files to GSF, WSxM ASCII (.txt), PNG or float TIFF, keeping the scale (nm)."""
-    from rich.console import Console
 
-    console = Console()
-    err_console = Console(stderr=True)
+    console = make_console()
+    err_console = make_console(stderr=True)
     if to.lower().lstrip(".") not in _TO:  # the whole command cannot run: exit 2, before any file
         raise InputError(None, f"cannot convert to {to!r} (choose one of {', '.join(_TO)})")
     bad = 0
