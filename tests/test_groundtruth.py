@@ -64,6 +64,22 @@ def test_yolo_folder_crlf_lf_no_final_newline(tmp_path):
     assert (d["iou_tp"], d["iou_fn"], d["centre_tp"]) == (1, 1, 1)
 
 
+def test_yolo_labels_folder_stands_for_the_set(tmp_path):
+    """``--gt set/labels`` (the folder of .txt files a user points at) reads the YOLO set; a
+    folder of .txt files without images beside it says what is missing."""
+    (tmp_path / "images").mkdir(); (tmp_path / "labels").mkdir()
+    Image.fromarray(np.zeros((40, 80), np.uint8)).save(tmp_path / "images" / "a.jpg")
+    (tmp_path / "labels" / "a.txt").write_text("0 0.5 0.5 0.25 0.5\n")
+    assert detect_format(tmp_path / "labels") == "yolo"
+    gts = read_groundtruth(tmp_path / "labels")
+    np.testing.assert_allclose(gts["a"].boxes.xyxy, [[30, 10, 50, 30]])
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "a.txt").write_text("0 0.5 0.5 0.25 0.5\n")
+    with pytest.raises(InputError, match="images/ and labels/"):
+        read_groundtruth(alone)
+
+
 def test_yolo_bad_line(tmp_path):
     (tmp_path / "images").mkdir(); (tmp_path / "labels").mkdir()
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(tmp_path / "images" / "a.png")

@@ -344,8 +344,16 @@ def read_labelme_folder(folder: str | Path) -> dict[str, GroundTruth]:
 
 # --------------------------------------------------------------------------- dispatch
 
+def _is_yolo_labels(path: Path) -> bool:
+    """Whether ``path`` is the ``labels/`` folder of a YOLO set (``.txt`` files, an ``images/``
+    folder beside it): given for the set itself, as a user may well do."""
+    return (path.name == "labels" and (path.parent / "images").is_dir()
+            and any(path.glob("*.txt")))
+
+
 def detect_format(path: str | Path) -> str:
-    """``"coco"``, ``"yolo"``, ``"labelme"`` or ``"labels"`` for a ground-truth path."""
+    """``"coco"``, ``"yolo"``, ``"labelme"`` or ``"labels"`` for a ground-truth path (a YOLO
+    set's ``labels/`` folder counts as the set)."""
     path = Path(path)
     if path.is_file():
         if path.suffix.lower() == ".json":
@@ -354,6 +362,8 @@ def detect_format(path: str | Path) -> str:
     if not path.is_dir():
         raise InputError(path, "no such file or folder")
     if (path / "labels").is_dir() and any((path / "labels").glob("*.txt")):
+        return "yolo"
+    if _is_yolo_labels(path):
         return "yolo"
     if (path / "labels").is_dir():
         return "labels"
@@ -369,6 +379,9 @@ def detect_format(path: str | Path) -> str:
             return "labelme"
         if len(jsons) == 1 and isinstance(first, dict) and "annotations" in first:
             return "coco"
+    if any(path.glob("*.txt")):
+        raise InputError(path, "YOLO .txt labels need their images: give the folder that holds "
+                               "images/ and labels/")
     raise InputError(path, "no ground truth found (label images, YOLO images/+labels/, COCO or LabelMe JSON)")
 
 
@@ -379,7 +392,7 @@ def read_groundtruth(path: str | Path) -> dict[str, GroundTruth]:
     if fmt == "coco":
         return read_coco(path if path.is_file() else _files(path, (".json",))[0])
     if fmt == "yolo":
-        return read_yolo_folder(path)
+        return read_yolo_folder(path.parent if _is_yolo_labels(path) else path)
     if fmt == "labelme":
         return read_labelme_folder(path)
     return read_label_folder(path)
