@@ -103,6 +103,11 @@ def test_bad_file_is_skipped_and_reported(synthetic_folder, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert [f["file"].endswith("broken.gsf") for f in summary["failed"]] == [True]
     assert len(summary["images"]) == 3
+    # counts stay integers in summary.csv despite the blanks of the ALL and FAILED rows
+    lines = (out / "summary.csv").read_text().splitlines()
+    head = lines[0].split(",")
+    first = dict(zip(head, lines[1].split(",")))
+    assert first["rows"].isdigit() and first["cols"].isdigit() and first["count"].isdigit(), first
 
 
 def test_single_bad_file_gives_one_line(tmp_path):

@@ -150,7 +150,11 @@ def test_many_files_joint_stats_csv_zip(client, tmp_path):
         for end in (".csv", ".png", ".json", "_via.json", "_coco.json", "_labels.tif",
                     "_rois.zip", "_overlay.png"):
             assert f"{stem}/{stem}{end}" in names
-    assert {"particles_all.csv", "status.csv", "options.json", "report.html"} <= names
+    assert {"particles_all.csv", "summary.csv", "status.csv", "options.json", "report.html"} <= names
+    summary = pd.read_csv(zipfile.ZipFile(io.BytesIO(z.content)).open("summary.csv"))
+    assert summary["image"].tolist() == ["a.gsf", "b.gsf", "c.png", "ALL"]
+    assert summary["count"].tolist() == [4, 2, 3, 9]
+    assert summary.loc[3, "n_images"] == 3
 
 
 # ------------------------------------------------------------------------------ bad uploads

@@ -31,6 +31,19 @@ from particlesnn.export.labels import write_labels, write_scores
 from particlesnn.export.overlay import render_overlay, write_heightmap_png
 
 
+def counts_as_integers(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with its counts (image rows / cols, particle counts, ``*_n``) as nullable
+    integers: the set's ``ALL`` row and failed images leave blanks, which made pandas write
+    every count of the column as a float (``256.0`` rows)."""
+    out = table.copy()
+    for c in out.columns:
+        if c in ("rows", "cols", "count", "n_border", "n_sized", "n_images") or c.endswith("_n"):
+            v = pd.to_numeric(out[c], errors="coerce")
+            if v.notna().any() and (v.dropna() % 1 == 0).all():
+                out[c] = v.astype("Int64")
+    return out
+
+
 def image_row(result, *, source: str | None = None) -> dict[str, Any]:
     """One row of ``summary.csv`` for an analysed image (``pipeline.ImageResult``)."""
     hm = result.heightmap
@@ -435,7 +448,7 @@ def _write_set(entries: Sequence[_Entry], outdir: Path, *, options: dict | None,
     for f, why in failed:
         summary.loc[len(summary)] = {"image": Path(f).stem, "source": str(f),
                                      "warnings": f"FAILED: {why}"}
-    summary.to_csv(outdir / "summary.csv", index=False)
+    counts_as_integers(summary).to_csv(outdir / "summary.csv", index=False)
     (outdir / "summary.json").write_text(json.dumps(_jsonable({
         "images": rows, "set": joint, "failed": [{"file": str(f), "reason": w} for f, w in failed],
         "options": options or {},

@@ -632,6 +632,7 @@ def create_app(data_dir: str | Path, **limits: Any) -> FastAPI:
         frames = []
         tables: dict[str, tuple] = {}
         report_items: list[tuple] = []
+        summaries: list[dict] = []
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
             zf.writestr("options.json", json.dumps(options, indent=2))
             status_lines = ["image,status,error"]
@@ -644,6 +645,10 @@ def create_app(data_dir: str | Path, **limits: Any) -> FastAPI:
                 labels, scores, particles, summary = store.load_version(folder, version)
                 frames.append(particles.assign(image=original))
                 meta = json.loads((folder / "meta.json").read_text())
+                rows_cols, ps = meta.get("shape") or [None, None], meta.get("pixel_size") or [None, None]
+                summaries.append({"image": original, "rows": rows_cols[0], "cols": rows_cols[1],
+                                  "pixel_x_nm": ps[0], "pixel_y_nm": ps[1],
+                                  **{k: v for k, v in summary.items() if np.isscalar(v) or v is None}})
                 tables[image_id] = (original, particles, meta)
                 report_items.append((folder, original, labels, particles, summary))
                 for kind in ZIP_KINDS:
@@ -654,6 +659,7 @@ def create_app(data_dir: str | Path, **limits: Any) -> FastAPI:
                     zf.writestr(f"{stem}/{stem}{ext}", payload)
             zf.writestr("status.csv", "\n".join(status_lines) + "\n")
             if tables:
+                zf.writestr("summary.csv", _set_summary_csv(summaries, tables, options))
                 try:
                     zf.writestr("report.html", _set_report(report_items, tables, options, name))
                 except _ExportMissing:
@@ -1110,6 +1116,17 @@ def _import_annotations(raw: bytes, fmt: str, display: str, shape, original: str
     from particlesnn.web import exports
 
     return exports.import_labels(raw, fmt, display, shape, original)
+
+
+def _set_summary_csv(summaries: list[dict], tables: dict, options: dict) -> str:
+    """``summary.csv`` of an upload's ZIP, as ``particlesnn analyze`` writes it: one row per
+    finished image (its stored summary) and an ``ALL`` row with the joint statistics."""
+    from particlesnn.export.results import counts_as_integers
+
+    joint = {k: v for k, v in _joint_stats(tables, options)["joint"].items()
+             if np.isscalar(v) or v is None}
+    table = pd.DataFrame(summaries + [{"image": "ALL", **joint}])
+    return counts_as_integers(table).to_csv(index=False)
 
 
 def _joint_stats(tables: dict[str, tuple[str, pd.DataFrame, dict]], options: dict) -> dict[str, Any]:
