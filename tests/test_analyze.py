@@ -256,6 +256,7 @@ def test_detector_profile_is_reported_and_can_be_forced(synthetic_folder, tmp_pa
     report = (out / "report.html").read_text()  # the report says which model and profile ran
     assert "detector model" in report and row["detector_model"] in report
     assert "detector profile" in report
+    assert "shipped default" in report and "from the file" in report  # unset options say what they mean
     out2 = tmp_path / "out2"
     res = _run(["analyze", str(d / "field0.gsf"), "--out", str(out2), "--no-refine",
                 "--profile", "textured"])

@@ -500,9 +500,20 @@ def _write_set(entries: Sequence[_Entry], outdir: Path, *, options: dict | None,
             report_entries.append({"name": Path(f).name, "notes": [f"not analysed: {why}"]})
         write_report(outdir / "report.html", report_entries,
                      {**_report_summary(joint), "images": len(entries), "failed": len(failed),
-                      **({f"option {k}": v for k, v in (options or {}).items()})},
+                      **({f"option {k}": _option_text(k, v) for k, v in (options or {}).items()})},
                      {k.replace("_", " "): p for k, p in plot_paths.items()})
     return set_stats
+
+
+#: What an option left unset (None) means, for the report (a blank cell said nothing).
+_UNSET = {"diameter": "none (multi-scale)", "pixel_size": "from the file",
+          "min_size": "none", "max_size": "none", "refine": "auto (height maps in nm)",
+          "channel": "height", "scale_bar": "none", "model": "shipped default"}
+
+
+def _option_text(key: str, value):
+    """An analysis option as the report shows it: what an unset one means (:data:`_UNSET`)."""
+    return _UNSET.get(key, "unset") if value is None else value
 
 
 def _report_summary(row: dict) -> dict:
