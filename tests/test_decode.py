@@ -155,6 +155,30 @@ def test_merge_replaces_fragments_inside_a_large_particle_but_keeps_cluster_part
     assert seg.count == 3 and seg.info["fragments_replaced"] == 0
 
 
+@pytest.mark.parametrize("sliver_score", [0.97, 0.85])  # placed before / after the whole one
+def test_merge_gives_crumbs_to_their_particle_but_keeps_a_small_neighbour(sliver_score):
+    """An 80 px particle cut on the full-size copy into most of it plus a sliver at its edge,
+    and found whole on the copy shrunk by 2: the sliver goes back to the particle. A small
+    particle touching it from outside (not inside the whole one) stays a particle."""
+    from particlesnn.segment.decode import merge_instances
+
+    big = _discs((128, 128), [(64, 64, 40)])
+    full = big.copy()
+    full[(big == 1) & (np.arange(128)[None, :] > 98)] = 2  # a 6 px wide sliver at the right edge
+    full[_discs((128, 128), [(64, 17, 6)]) == 1] = 3  # a small particle touching it on the left
+    half = np.zeros((64, 64), np.int32)
+    half[cv_small(big == 1)] = 1
+    seg = merge_instances([(full, np.array([0.96, sliver_score, 0.95]), 1.0),
+                           (half, np.array([0.9]), 0.5)], (128, 128))
+    assert seg.count == 2 and seg.info["crumbs_absorbed"] == 1
+    whole = seg.labels == seg.labels[64, 64]
+    assert (whole & (big == 1)).sum() / (whole | (big == 1)).sum() > 0.97
+    assert seg.labels[64, 17] not in (0, seg.labels[64, 64])
+    # without the whole particle on a shrunk copy, nothing says the sliver is a crumb
+    seg = merge_instances([(full, np.array([0.96, sliver_score, 0.95]), 1.0)], (128, 128))
+    assert seg.count == 3 and seg.info["crumbs_absorbed"] == 0
+
+
 def cv_small(mask):
     """Shrink a bool mask by 2 (any pixel of each 2 x 2 block)."""
     return mask.reshape(mask.shape[0] // 2, 2, mask.shape[1] // 2, 2).any(axis=(1, 3))

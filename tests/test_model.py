@@ -69,6 +69,22 @@ def test_separated_field_found(model, unit):
     assert np.all((seg.scores > 0.5) & (seg.scores <= 1))
 
 
+@pytest.mark.parametrize("unit", ["a.u.", "nm"])
+def test_large_particles_found_whole(model, unit):
+    """80 px particles, no diameter hint (the issue's upper end): the shrunk copies find them
+    and the full-size copy does not cut them into parts."""
+    img, truth = _cap_field(size=384, diameter=80.0, spacing=92.0)
+    seg = segment_model(HeightMap(img, pixel_size=None, unit=unit), model=model)
+    n_true = int(truth.max())
+    assert seg.count == n_true
+    for k in range(1, n_true + 1):
+        ids, counts = np.unique(seg.labels[truth == k], return_counts=True)
+        best = ids[np.argmax(np.where(ids > 0, counts, 0))]
+        pred = seg.labels == best
+        iou = (pred & (truth == k)).sum() / (pred | (truth == k)).sum()
+        assert iou > 0.8, (k, iou)
+
+
 def test_small_particles_get_an_enlarged_pass(model):
     # 6 px particles: the pass over the image enlarged by 2 runs and its particles are merged in
     img, truth = _cap_field(size=192, diameter=6.0, spacing=14.0, noise=0.01, seed=3)

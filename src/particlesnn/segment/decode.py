@@ -210,7 +210,7 @@ def shrink_mask(mask: np.ndarray, offset: tuple[int, int], k: int,
 
 
 def merge_instances(candidates, shape: tuple[int, int], max_overlap: float = 0.3,
-                    fragment_cover: float = 0.25) -> Segmentation:
+                    fragment_cover: float = 0.25, crumb_size: float = 0.1) -> Segmentation:
     """Merge instances found at several resampling factors into one label image.
 
     Parameters
@@ -226,6 +226,10 @@ def merge_instances(candidates, shape: tuple[int, int], max_overlap: float = 0.3
         at most a quarter of its area: fragments of a large particle found on the full-size
         image, where the network sees only part of it. Parts of a cluster, which cover the
         cluster's outline, are kept instead (0 = never replace).
+    crumb_size : a candidate dropped because one kept particle takes most of it (70 %) gives
+        that particle the crumbs beside it: kept particles touching it, at least 80 % inside
+        the candidate and each at most this fraction of its area (slivers cut from a large
+        particle's edge on the full-size copy; 0 = never).
 
     Every particle is brought back to the output grid inside its own bounding box (from shrunk
     copies by bilinear enlargement of its mask cut at one half, so outlines are not blocky;
@@ -236,7 +240,8 @@ def merge_instances(candidates, shape: tuple[int, int], max_overlap: float = 0.3
     Returns
     -------
     Segmentation with consecutive int32 labels (in decreasing score) and their scores;
-    ``info["fragments_replaced"]`` counts the fragments removed.
+    ``info["fragments_replaced"]`` counts the fragments removed, ``info["crumbs_absorbed"]``
+    the crumbs joined to their particle.
     """
     rows, cols = int(shape[0]), int(shape[1])
     items = []
@@ -253,6 +258,8 @@ def merge_instances(candidates, shape: tuple[int, int], max_overlap: float = 0.3
     areas: list[int] = []
     boxes: list[tuple[int, int, int, int]] = []
     dropped: set[int] = set()
+    crumbs = 0
+    overlapped: list[tuple] = []  # candidates dropped as taken by others (a crumb may lie beside)
     for score, labels, k, sl, f in items:
         patch = (labels[sl] == k).astype(np.uint8)
         if f == 1.0:
@@ -300,11 +307,15 @@ def merge_instances(candidates, shape: tuple[int, int], max_overlap: float = 0.3
                 taken = (region > 0) & m
                 n_taken = int(np.count_nonzero(taken))
         if n_taken > max_overlap * area:
+            if crumb_size > 0 and n_taken < area:
+                overlapped.append((r0, c0, m, area))
             continue
         kept.append(score)
         areas.append(int(np.count_nonzero(m & ~taken)))
         boxes.append((r0, r0 + m.shape[0], c0, c0 + m.shape[1]))
         region[m & ~taken] = len(kept)
+    for r0, c0, m, area in overlapped:  # after all are placed: crumbs scored below the candidate too
+        crumbs += _absorb_crumbs(out, r0, c0, m, area, areas, boxes, dropped, crumb_size)
     scores = np.asarray(kept, np.float32)
     if dropped:
         keep = np.ones(len(kept) + 1, bool)
@@ -312,4 +323,42 @@ def merge_instances(candidates, shape: tuple[int, int], max_overlap: float = 0.3
         out = keep_labels(out, keep)
         scores = scores[keep[1:]]
     return Segmentation(out, scores, {"max_overlap": float(max_overlap),
-                                      "fragments_replaced": len(dropped)})
+                                      "fragments_replaced": len(dropped) - crumbs,
+                                      "crumbs_absorbed": crumbs})
+
+
+def _absorb_crumbs(out, r0, c0, m, area, areas, boxes, dropped, crumb_size) -> int:
+    """For a candidate (mask ``m`` of ``area`` px at ``r0, c0`` of ``out``) dropped because
+    kept particles take it: when one particle takes most of it (70 %) and others are crumbs --
+    each at most ``crumb_size`` of the candidate, at least 80 % inside it and touching that
+    particle -- the crumbs' pixels go to that particle (and their labels to ``dropped``).
+    Crumbs are slivers the watershed of one copy cuts from the edge of a particle larger than
+    that copy's network sees well (an 80 px particle on the full-size copy) while a shrunk copy
+    outlines it whole (docs/model.md, session 21). Returns the number of crumbs absorbed."""
+    region = out[r0:r0 + m.shape[0], c0:c0 + m.shape[1]]
+    ids, inside = np.unique(region[m & (region > 0)], return_counts=True)
+    keep = np.asarray([int(i) not in dropped for i in ids], bool)
+    ids, inside = ids[keep], inside[keep]
+    if ids.size < 2:
+        return 0
+    dom = int(ids[np.argmax(inside)])
+    if inside.max() < 0.7 * area:
+        return 0
+    n = 0
+    for i, n_in in zip(ids.tolist(), inside.tolist()):
+        if i == dom or areas[i - 1] > crumb_size * area or n_in < 0.8 * areas[i - 1]:
+            continue
+        b0, b1, b2, b3 = boxes[i - 1]
+        r0, r1, c0, c1 = max(0, b0 - 1), b1 + 1, max(0, b2 - 1), b3 + 1
+        sub = out[r0:r1, c0:c1]
+        mine = sub == i
+        beside = cv2.dilate(mine.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        if not (beside & (sub == dom)).any():
+            continue
+        sub[mine] = dom
+        areas[dom - 1] += areas[i - 1]
+        b = boxes[dom - 1]
+        boxes[dom - 1] = (min(b[0], b0), max(b[1], b1), min(b[2], b2), max(b[3], b3))
+        dropped.add(int(i))
+        n += 1
+    return n

@@ -349,6 +349,7 @@ def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
                 "marker_thresh": float(th["marker_thresh"]), "min_area": int(th["min_area"]),
                 "min_score": float(th["min_score"]), "max_overlap": seg.info["max_overlap"],
                 "fragments_replaced": seg.info.get("fragments_replaced", 0),
+                "crumbs_absorbed": seg.info.get("crumbs_absorbed", 0),
                 "certainty": mean}
     if th.get("peak_h"):
         seg.info["peak_h"] = float(th["peak_h"])
