@@ -186,6 +186,69 @@ def test_coco_and_label_folder_sources(tmp_path):
     assert len(load_source(tmp_path / "f", "train")) == 3
 
 
+def _labelme(path, shapes, h, w, image_path=None, image_data=None):
+    import json
+
+    path.write_text(json.dumps({"version": "5.0", "shapes": shapes, "imagePath": image_path,
+                                "imageData": image_data, "imageHeight": h, "imageWidth": w}))
+
+
+def test_labelme_folder_source_oriented_by_its_contours(tmp_path):
+    """A LabelMe folder (analyze's output, corrected in LabelMe) is a training source; dark
+    particles (bright-field) are inverted, so the network learns them bright; an image
+    embedded as imageData is read; analyze's label TIFFs beside the JSON do not hide it."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from particlesnn.training.data import load_source, particles_dark
+
+    img = np.full((40, 50), 200, np.uint8)
+    img[10:20, 10:20] = 40  # a dark particle on a bright background
+    square = [{"label": "particle", "shape_type": "polygon",
+               "points": [[10, 10], [20, 10], [20, 20], [10, 20]]}]
+    for i in range(3):
+        Image.fromarray(img).save(tmp_path / f"s{i}.image.png")
+        _labelme(tmp_path / f"s{i}.labelme.json", square, 40, 50, image_path=f"s{i}.image.png")
+        (tmp_path / f"s{i}.labels.tif").write_bytes(b"")  # as analyze writes beside them
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    _labelme(tmp_path / "s3.labelme.json", square, 40, 50, image_path="elsewhere/s3.png",
+             image_data=base64.b64encode(buf.getvalue()).decode())
+    train, val = load_source(tmp_path, "train"), load_source(tmp_path, "val")
+    assert len(train) == 3 and len(val) == 1
+    for x in train + val:
+        inside = x.targets[0] > 127
+        assert 80 <= inside.sum() <= 121
+        assert x.image[inside].mean() > x.image[~inside].mean() + 0.2  # inverted: bright now
+    lab = np.zeros((40, 50), np.int32)
+    lab[10:20, 10:20] = 1
+    assert particles_dark(img, lab) and not particles_dark(255 - img, lab)
+
+
+def test_bad_training_sources_say_what_is_wrong(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from particlesnn.cli import app
+    from particlesnn.training.data import load_source
+
+    (tmp_path / "c").mkdir()
+    json.dump({"images": [{"id": 1, "file_name": "gone.png", "width": 10, "height": 10}],
+               "annotations": []}, open(tmp_path / "c" / "x.json", "w"))
+    with pytest.raises(ValueError, match="gone.png"):
+        load_source(tmp_path / "c" / "x.json", "all")
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "model"
+    for src, said in ((tmp_path / "missing", "no such file"), (tmp_path / "empty", "not a training data source"),
+                      (tmp_path / "c" / "x.json", "gone.png")):
+        res = CliRunner().invoke(app, ["train", "--data", str(src), "--out", str(out), "--minutes", "0.01"])
+        assert res.exit_code == 2 and said in res.output, res.output
+        assert not out.exists()  # nothing trained, nothing written
+
+
 def test_boxes_become_inscribed_ellipses_small_on_top():
     from particlesnn.training.data import boxes_to_labels
 

@@ -103,6 +103,23 @@ def _detect_one(f: Path, out: Path, method: str, det, diameter, profile: str, po
     typer.echo(f"{f}: {seg.count} particles{prof} -> {out / (stem + '.labels.tif')}")
 
 
+def _check_sources(data: list[str]) -> None:
+    """Each ``--data`` source exists, is of a kind training reads and holds an annotated image:
+    else InputError (exit 2) before any work, rather than half an hour of training without it."""
+    from particlesnn.errors import InputError
+    from particlesnn.training.data import load_source
+
+    for src in data:
+        if not Path(src).exists():
+            raise InputError(src, "no such file or folder (--data)")
+        try:
+            found = load_source(src, "all", limit=1)
+        except ValueError as err:
+            raise InputError(src, str(err).removeprefix(f"{Path(src)}: ")) from None
+        if not found:
+            raise InputError(src, "no annotated image found (--data)")
+
+
 class _TrainCommand(TyperCommand):
     """``--finetune`` may come without a value: it then means the shipped model for the data's
     kind (``"shipped"``: :func:`particlesnn.training.finetune.shipped_start`)."""
@@ -119,7 +136,8 @@ class _TrainCommand(TyperCommand):
 @app.command(cls=_TrainCommand)
 def train(
     data: List[str] = typer.Option([], "--data", help="Training data: particlesnn synth folders, "
-                                   "images/+labels/ folders, COCO JSON (repeatable)."),
+                                   "images/+labels/ folders, COCO JSON, LabelMe folders (e.g. "
+                                   "analyze's output, corrected; repeatable)."),
     out: Path = typer.Option(..., "--out", help="Model folder to write."),
     minutes: Optional[float] = typer.Option(
         None, help="Wall-clock budget of the optimisation, min (default 30; 10 with --from)."),
@@ -206,6 +224,7 @@ def train(
     if fine_first and (from_ or out_scale not in (None, 2)):
         raise InputError(None, "--fine-first gives maps 2x finer: not with --from or "
                                "--out-scale 1")
+    _check_sources(data)
     if not from_:
         training.train(data, out, minutes=minutes, epochs=epochs, resume=resume, finetune=finetune,
                        n_synth=3000 if n_synth is None else n_synth, batch=batch, crop=crop,

@@ -8,10 +8,19 @@ Sources (all give a 2D float image with particles bright, and an int label image
 * instance-label folders: ``images/ID.*`` + ``labels/ID.*`` (e.g. ``../shared/real/nuclei-dev``;
   ``index.csv`` with a ``background`` column marks dark-object images, which are inverted);
 * COCO JSON files (polygons or RLE), images relative to the JSON file;
+* LabelMe folders: ``*.json`` with ``shapes`` (polygons, rectangles, circles; the image from
+  ``imagePath`` or the embedded ``imageData``), as ``particlesnn analyze`` writes them and
+  LabelMe saves them after correction;
 * YOLO box folders: ``images/ID.*`` + ``labels/ID.txt`` (e.g. ``../shared/real/stem-dev``). Boxes
   are weak labels: each becomes the ellipse inscribed in it. The image is resampled so that its
   median box is about :data:`YOLO_TARGET_PX` across (the size the multi-scale inference sees
   best) and cut into tiles of :data:`YOLO_TILE` px.
+
+The network learns particles bright, as the analysis presents them (it orients a map before
+detection). User annotations (COCO, LabelMe, label folders without an ``index.csv``) are
+oriented by their own contours: an image whose annotated particles are darker than a 3 px ring
+around them (median values; bright-field TEM, stained cells) is inverted
+(:func:`particles_dark`).
 
 For every file source the validation part is fixed: ids sorted, every 4th (index % 4 == 0);
 the real development sets use :func:`particlesnn.io.groundtruth.real_split` (the same rule for
@@ -81,6 +90,24 @@ def _grey(a: np.ndarray) -> np.ndarray:
     return a.astype(np.float32)
 
 
+def particles_dark(image: np.ndarray, labels: np.ndarray, ring: int = 3) -> bool:
+    """Whether the annotated particles (``labels`` > 0) of ``image`` are darker than a ``ring``
+    px band around them (median values): such an image is inverted for training, since the
+    network learns particles bright. The rule :func:`particlesnn.pipeline.prepare_for_labels`
+    applies to contours given to ``measure``. No annotation or no ring: False."""
+    import cv2
+
+    inside = np.asarray(labels) > 0
+    if not inside.any():
+        return False
+    k = 2 * ring + 1
+    around = cv2.dilate(inside.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool) & ~inside
+    if not around.any():
+        return False
+    z = np.asarray(image, np.float32)
+    return bool(np.median(z[inside]) < np.median(z[around]))
+
+
 def _split(ids: list[str], part: str) -> list[str]:
     ids = sorted(ids)
     if part == "all":
@@ -95,8 +122,9 @@ def load_label_folder(folder: Path, part: str = "train", limit: int | None = Non
     folder = Path(folder)
     imgs = {p.stem: p for p in (folder / "images").iterdir() if p.suffix.lower() in IMAGE_EXT}
     labs = {p.stem: p for p in (folder / "labels").iterdir() if p.suffix.lower() in IMAGE_EXT}
-    dark = set()
+    dark: set[str] | None = None  # None: no index.csv, each image oriented by its annotations
     if (folder / "index.csv").is_file():
+        dark = set()
         with open(folder / "index.csv", newline="") as fh:
             for row in csv.DictReader(fh):
                 if row.get("background", "").strip() == "bright":
@@ -104,8 +132,12 @@ def load_label_folder(folder: Path, part: str = "train", limit: int | None = Non
     ids = _part_ids(folder, [i for i in imgs if i in labs], part)
     if limit:
         ids = ids[:limit]
-    return [to_sample(_grey(_read_image(imgs[i])), _read_image(labs[i]), f"{folder.name}/{i}",
-                      invert=i in dark, scale=scale) for i in ids]
+    out = []
+    for i in ids:
+        img, lab = _grey(_read_image(imgs[i])), _read_image(labs[i])
+        invert = i in dark if dark is not None else particles_dark(img, lab)
+        out.append(to_sample(img, lab, f"{folder.name}/{i}", invert=invert, scale=scale))
+    return out
 
 
 #: Median box side (px) YOLO training images are resampled to.
@@ -217,7 +249,8 @@ def load_coco(path: Path, part: str = "train", limit: int | None = None,
         im = images[iid]
         f = path.parent / im["file_name"]
         if not f.is_file():
-            continue
+            raise ValueError(f"{path}: image {im['file_name']!r} not found beside it "
+                             f"(file names are read relative to the JSON file)")
         img = _grey(_read_image(f))
         h, w = img.shape
         labels = np.zeros((h, w), np.int32)
@@ -230,14 +263,70 @@ def load_coco(path: Path, part: str = "train", limit: int | None = None,
             else:
                 continue
             labels[mask_utils.decode(rle).astype(bool)] = k
-        out.append(to_sample(img, labels, f"{path.name}/{iid}", scale=scale))
+        out.append(to_sample(img, labels, f"{path.name}/{iid}", invert=particles_dark(img, labels),
+                             scale=scale))
+    return out
+
+
+def _labelme_files(folder: Path) -> list[Path]:
+    """The LabelMe JSON files of a folder (``*.json`` holding ``shapes``), sorted."""
+    out = []
+    for j in sorted(Path(folder).glob("*.json")):
+        try:
+            doc = json.loads(j.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if isinstance(doc, dict) and "shapes" in doc:
+            out.append(j)
+    return out
+
+
+def load_labelme_folder(folder: Path, part: str = "train", limit: int | None = None,
+                        scale: int = 1) -> list[Sample]:
+    """Samples from a folder of LabelMe JSON files: each one's image is its ``imagePath``
+    (relative to the JSON file) or, when that file is missing, its embedded ``imageData``;
+    ``part`` as :func:`load_label_folder` (every 4th sorted stem is validation)."""
+    import base64
+    import io as _io
+
+    from PIL import Image
+
+    from particlesnn.errors import InputError
+    from particlesnn.io.groundtruth import read_labelme
+
+    files = {j.stem: j for j in _labelme_files(folder)}
+    out = []
+    for stem in _split(list(files), part)[: limit or None]:
+        j = files[stem]
+        try:
+            gt = read_labelme(j)
+        except InputError as err:
+            raise ValueError(str(err)) from None
+        if gt.image is not None:
+            img = _grey(_read_image(Path(gt.image)))
+        else:
+            doc = json.loads(j.read_text(encoding="utf-8"))
+            if not doc.get("imageData"):
+                raise ValueError(f"{j}: image {doc.get('imagePath')!r} not found beside it and "
+                                 "no imageData embedded")
+            with Image.open(_io.BytesIO(base64.b64decode(doc["imageData"]))) as im:
+                img = _grey(np.asarray(im))
+        labels = gt.labels
+        if img.shape != labels.shape:
+            raise ValueError(f"{j}: image is {img.shape[1]} x {img.shape[0]} px, the annotation "
+                             f"says {labels.shape[1]} x {labels.shape[0]}")
+        out.append(to_sample(img, labels, f"{Path(folder).name}/{stem}",
+                             invert=particles_dark(img, labels), scale=scale))
     return out
 
 
 def load_source(path: str | Path, part: str = "train", limit: int | None = None,
                 scale: int = 1) -> list[Sample]:
-    """Samples from one ``--data`` argument (kind recognised from its layout); ``scale`` as
-    :func:`to_sample`."""
+    """Samples from one ``--data`` argument (kind recognised from its layout: a folder with
+    LabelMe files is read as LabelMe, even when COCO files lie beside them, as in the output
+    of ``particlesnn analyze``; give the COCO file itself to use it); ``scale`` as
+    :func:`to_sample`. Raises ValueError for what is not a source or a file it names that is
+    missing."""
     p = Path(path)
     if p.is_file() and p.suffix.lower() == ".json":
         return load_coco(p, part, limit, scale)
@@ -245,11 +334,14 @@ def load_source(path: str | Path, part: str = "train", limit: int | None = None,
         if any(p.joinpath("labels").glob("*.txt")):
             return load_yolo_folder(p, part, limit, scale)
         return load_label_folder(p, part, limit, scale)
+    if p.is_dir() and _labelme_files(p):  # before label TIFFs: analyze's output has both
+        return load_labelme_folder(p, part, limit, scale)
     if p.is_dir() and any(p.glob("*.labels.tif")):
         return load_synth_folder(p, part, limit, scale)
     if p.is_dir() and any(p.glob("*.json")):
         return [s for j in sorted(p.glob("*.json")) for s in load_coco(j, part, limit, scale)]
-    raise ValueError(f"{p}: not a training data source (synth folder, images/+labels/, COCO JSON)")
+    raise ValueError(f"{p}: not a training data source (synth folder, images/+labels/, COCO JSON, "
+                     "LabelMe folder)")
 
 
 def _synth_package_generate():

@@ -236,7 +236,7 @@ def calibrate(model: UNet, val: list[Sample], max_images: int = 60) -> dict:
             best, best_f1 = g, f1
     return {"prob_thresh": best[0], "marker_thresh": best[1], "min_area": 4, "min_score": 0.0,
             "calibrated_on": f"{min(len(val), max_images)} validation images",
-            "val_iou50_f1": round(best_f1, 4)}
+            "val_iou50_f1": round(float(best_f1), 4)}
 
 
 def _labels_from_targets(t: np.ndarray, cc_label) -> np.ndarray:
