@@ -136,6 +136,7 @@ def test_many_files_joint_stats_csv_zip(client, tmp_path):
     st = client.get(f"/api/sets/{body['set_id']}/stats").json()
     # the PNG has no scale: the joint statistics fall back to px for every image
     assert st["unit"] == "px" and st["column"] == "eq_diameter_px"
+    assert st["note"].startswith("mixed scales: 1 of 3 images have no pixel size")
     assert st["joint"]["count"] == 9 and st["joint"]["n_images"] == 3
     assert [len(x["values"]) for x in st["series"]] == [4, 2, 3]
     d = np.concatenate([x["values"] for x in st["series"][:2]])  # the discs of the GSF files

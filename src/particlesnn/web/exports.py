@@ -215,8 +215,9 @@ def joint_stats(tables: dict[str, tuple[str, pd.DataFrame, dict]], options: dict
     options : the set's analysis options (``include_border``, ``min_size``, ``max_size``).
 
     Returns ``{"column", "unit", "joint": {...}, "per_image": [{id, name, ...}],
-    "series": [{id, name, values}]}``: ``values`` are the equivalent-circle diameters (in
-    ``unit``, nm or px) of the particles in the size statistics, for the histograms.
+    "series": [{id, name, values}], "note"}``: ``values`` are the equivalent-circle diameters (in
+    ``unit``, nm or px) of the particles in the size statistics, for the histograms; ``note``
+    says when some images lack a pixel size, so that the set is pooled in px ("" otherwise).
     """
     from particlesnn import stats
 
@@ -258,5 +259,9 @@ def joint_stats(tables: dict[str, tuple[str, pd.DataFrame, dict]], options: dict
         d = {"id": image_id, "name": names.get(image_id, str(image_id))}
         d.update({k: v for k, v in row.items() if not isinstance(v, (dict, list))})
         per_image.append(d)
+    n_px = sum(1 for _, _, meta in tables.values() if not meta.get("pixel_size"))
+    note = (f"mixed scales: {n_px} of {len(tables)} images have no pixel size, so the joint "
+            "statistics and histograms are in px (each image's own row and page keep nm)"
+            if 0 < n_px < len(tables) else "")
     return {"column": col, "unit": unit, "joint": res["joint"], "per_image": per_image,
-            "series": series}
+            "series": series, "note": note}

@@ -53,6 +53,7 @@
       });
       const kv = document.getElementById("joint"); kv.innerHTML = "";
       PNN.summaryTable(kv, st.joint);
+      document.getElementById("joint-note").textContent = st.note || "";
     } catch (err) { PNN.toast("statistics: " + err.message, true); }
   }
   async function poll() {
