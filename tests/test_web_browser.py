@@ -78,6 +78,19 @@ def count_shown(page) -> int:
     return int(page.inner_text("#count").strip("() ").split()[0])
 
 
+def test_numbers_are_shown_whole(server):
+    """PNN.fmt, which writes every number of the pages: trailing zeros of decimals go, those of
+    an integer part stay (a mean diameter of 189.85 nm was shown as '19')."""
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        page = browser.new_page()
+        page.goto(server + "/")
+        shown = page.evaluate("[189.85, 199.96, 1000.2, 100.0001, 12.5, 20.001, 0.25, 3, 4452.886, 2e-5]"
+                              ".map((v) => PNN.fmt(v))")
+        browser.close()
+    assert shown == ["190", "200", "1000", "100", "12.5", "20", "0.25", "3", "4453", "2.000e-5"]
+
+
 def test_upload_view_edit_download(server, tmp_path, shots):
     path = sample(tmp_path / "particles.gsf")
     errors: list[str] = []

@@ -24,7 +24,8 @@ const PNN = {
     if (Number.isInteger(v)) return String(v);
     const a = Math.abs(v);
     if (a !== 0 && (a < 1e-3 || a >= 1e6)) return v.toExponential(3);
-    return v.toPrecision(a >= 100 ? Math.max(3, Math.floor(Math.log10(a)) + 1) : 4).replace(/\.?0+$/, "");
+    const txt = v.toPrecision(a >= 100 ? Math.max(3, Math.floor(Math.log10(a)) + 1) : 4);
+    return txt.includes(".") ? txt.replace(/\.?0+$/, "") : txt;  // 190, not 19: zeros of an integer stay
   },
   user() { return localStorage.getItem("pnn-user") || ""; },
   remember(set) {
