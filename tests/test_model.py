@@ -315,6 +315,13 @@ def test_finer_maps_need_no_enlarged_copy(monkeypatch):
     seg, used, why = neural.run_profile(plain, "standard", [1.0, 0.5], th, z.shape)
     assert plain.enlarged_copy and why is not None and used[0] == neural.UPSCALE_FACTOR
     assert calls == [1.0, 0.5, neural.UPSCALE_FACTOR]
+    # only the last copy's maps are kept (peak memory); calibration keeps them all
+    calls.clear()
+    plain(1.0)
+    assert calls == [1.0] and list(plain._maps) == [1.0]  # asked again after the 2x copy
+    kept = neural.MapsOf(SimpleNamespace(out_scale=1), z, 20.0, keep_all=True)
+    kept(1.0), kept(0.5), kept(1.0)
+    assert calls == [1.0, 1.0, 0.5] and sorted(kept._maps) == [0.5, 1.0]
 
 
 

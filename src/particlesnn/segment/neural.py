@@ -127,8 +127,12 @@ def copy_maps(model, data: np.ndarray, factor: float, sigma: float, tile: int = 
 
 
 class MapsOf:
-    """The network's maps of one image per resampling factor, each computed once:
-    ``get(f)`` = :func:`copy_maps` on the copy's grid.
+    """The network's maps of one image per resampling factor: ``get(f)`` = :func:`copy_maps`
+    on the copy's grid. The maps of the factor asked for last are kept (asked again, they are
+    not computed again); those of earlier factors are let go, since each copy is decoded before
+    the next is inferred: the four copies' maps of a 2048 px image held together took ~70 MB
+    of its peak memory. ``keep_all`` keeps every factor's maps (calibration decodes the same
+    maps with many thresholds).
 
     A model whose maps are finer than its input (``out_scale`` > 1) gives its maps of every
     copy on the copy's grid (the fine maps' ``out_scale`` x ``out_scale`` block means, per
@@ -139,8 +143,10 @@ class MapsOf:
     time), unless its ``config.json`` asks for one (``"enlarged_copy": true``).
     """
 
-    def __init__(self, model, data: np.ndarray, sigma: float, tile: int = 1024):
+    def __init__(self, model, data: np.ndarray, sigma: float, tile: int = 1024,
+                 keep_all: bool = False):
         self.model, self.data, self.sigma, self.tile = model, data, sigma, tile
+        self.keep_all = keep_all
         config = getattr(model, "config", None) or {}
         self.enlarged_copy = (int(getattr(model, "out_scale", 1)) == 1
                               or config.get("enlarged_copy") is True)
@@ -148,13 +154,15 @@ class MapsOf:
 
     def __call__(self, f: float) -> dict:
         if f not in self._maps:
+            if not self.keep_all:
+                self._maps.clear()  # before the next copy's maps exist, not after
             self._maps[f] = copy_maps(self.model, self.data, f, self.sigma, self.tile)
         return self._maps[f]
 
 
 def profile_maps(model, data: np.ndarray, factors, sigma: float, tile: int = 1024) -> list:
     """The maps of each factor on the copy's grid (:class:`MapsOf`): ``[(maps, factor), ...]``."""
-    get = MapsOf(model, data, sigma, tile)
+    get = MapsOf(model, data, sigma, tile, keep_all=True)
     return [(get(f), f) for f in factors]
 
 
@@ -209,7 +217,8 @@ def run_profile(get_maps, name: str, factors, thresholds: dict, shape: tuple[int
     network is unsure of pull it down even when the cut removes them).
     """
     th = profile_thresholds(thresholds, name, height)
-    raw = decode_profile([(get_maps(f), f) for f in factors], {**th, "min_score": 0.0})
+    # one copy at a time: its maps are decoded (and let go) before the next copy's are made
+    raw = [r for f in factors for r in decode_profile([(get_maps(f), f)], {**th, "min_score": 0.0})]
     every = np.concatenate([np.asarray(sc, float) for _, sc, _ in raw]) if raw else np.zeros(0)
     certainty = float(every.mean()) if every.size else float("nan")
     cands = [_above(lab, sc, f, th["min_score"]) for lab, sc, f in raw]

@@ -70,7 +70,7 @@ class _Item:
         self.profile = profile
         from particlesnn.segment.neural import MapsOf
 
-        self.maps = MapsOf(model, z, self.sigma)
+        self.maps = MapsOf(model, z, self.sigma, keep_all=True)
 
     def segment(self, th: dict):
         from particlesnn.segment.neural import run_profile
