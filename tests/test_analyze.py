@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -368,3 +369,46 @@ def test_mean_and_sem_are_written_to_the_sem_precision(value, err, text):
     from particlesnn.cli.analyze_cmd import value_pm
 
     assert value_pm(value, err) == text
+
+
+def test_the_same_scan_names_in_every_sample_folder(tmp_path):
+    """fresh/scan0.gsf and annealed/scan0.gsf (the usual layout for --group-by-folder): each
+    image keeps its own outputs and row (folder_stem names; it crashed), groups come from the
+    folders or from a CSV naming folder/file; a bare shared name in the CSV is refused."""
+    from particlesnn.cli.analyze_cmd import output_names
+
+    root = tmp_path / "in"
+    for g, seed0 in (("fresh", 0), ("annealed", 10)):
+        (root / g).mkdir(parents=True)
+        for k in range(2):
+            io.write(_caps_field(seed0 + k)[0], root / g / f"scan{k}.gsf")
+    out = tmp_path / "out"
+    res = _run(["analyze", str(root), "--out", str(out), "--method", "watershed", "--no-refine",
+                "--group-by-folder"])
+    assert res.exit_code == 0, res.output
+    summary = pd.read_csv(out / "summary.csv")
+    assert sorted(summary["image"]) == ["ALL", "annealed_scan0", "annealed_scan1", "fresh_scan0",
+                                        "fresh_scan1"]
+    assert (out / "fresh_scan0.particles.csv").is_file() and (out / "annealed_scan0.labels.tif").is_file()
+    table = pd.read_csv(out / "groups.csv", index_col="group")
+    assert table.loc["fresh", "n_images"] == 2 and table.loc["annealed", "n_images"] == 2
+    csv = tmp_path / "groups.csv"
+    csv.write_text("image,group\n" + "".join(f"{g}/scan{k}.gsf,{g}\n" for g in ("fresh", "annealed")
+                                             for k in range(2)))
+    res = _run(["analyze", str(root), "--out", str(tmp_path / "out2"), "--method", "watershed",
+                "--no-refine", "--groups", str(csv)])
+    assert res.exit_code == 0, res.output
+    assert pd.read_csv(tmp_path / "out2" / "groups.csv")["n_images"].tolist() == [2, 2]
+    csv.write_text("image,group\nscan0.gsf,a\nscan1.gsf,b\n")
+    res = _run(["analyze", str(root), "--out", str(tmp_path / "out3"), "--method", "watershed",
+                "--groups", str(csv)])
+    assert res.exit_code == 2 and "names several images" in res.output
+    # detect writes one label image per input too
+    res = _run(["detect", str(root), "--out", str(tmp_path / "det"), "--method", "threshold"])
+    assert res.exit_code == 0, res.output
+    assert len(list((tmp_path / "det").glob("*.labels.tif"))) == 4
+    # the naming rule: stems, then stem_ext, then folder_stem, then numbers
+    names = output_names([Path("a/x.gsf"), Path("a/x.txt"), Path("a/y.gsf"), Path("b/y.gsf"),
+                          Path("c/d/y.gsf"), Path("e/d/y.gsf")])
+    assert names[:4] == ["x_gsf", "x_txt", "a_y", "b_y"] and names[4] == "d_y" and names[5] == "d_y_gsf"
+    assert len(set(names)) == len(names)

@@ -88,12 +88,45 @@ def _options(config: Optional[Path], given: dict):
         raise InputError(config, str(err)) from None
 
 
-def _groups(groups: Optional[Path], by_folder: bool, files: list[Path]) -> dict | None:
-    """image stem -> group, from a CSV (image, group) or from the files' folder names."""
+def output_names(files: list[Path]) -> list[str]:
+    """A unique name per input file, for its outputs (``NAME.particles.csv`` ...) and its rows:
+    the file's stem; where stems repeat, the stem and extension (``scan1_gsf``), then the
+    folder and stem (``fresh_scan1``: the same scan names in every sample's folder), then
+    both, then a number."""
+    def first_free(cands: list[str], taken: set[str]) -> str:
+        for c in cands:
+            if c not in taken:
+                return c
+        k = 2
+        while f"{cands[-1]}_{k}" in taken:
+            k += 1
+        return f"{cands[-1]}_{k}"
+
+    stems = [f.stem for f in files]
+    names: list[str] = []
+    taken: set[str] = set()
+    for f in files:
+        ext, folder = f.suffix.lstrip("."), f.resolve().parent.name
+        if stems.count(f.stem) == 1:
+            cands = [f.stem]
+        else:
+            same_ext = sum(1 for g in files if g.stem == f.stem and g.suffix == f.suffix)
+            cands = ([f"{f.stem}_{ext}"] if same_ext == 1 else []) + [
+                f"{folder}_{f.stem}", f"{folder}_{f.stem}_{ext}"]
+        names.append(first_free(cands, taken))
+        taken.add(names[-1])
+    return names
+
+
+def _groups(groups: Optional[Path], by_folder: bool, files: list[Path],
+            names: list[str]) -> dict | None:
+    """output name (:func:`output_names`) -> group, from a CSV (image, group) or from the
+    files' folder names. A CSV names an image by its path, folder/file, file name or stem; a
+    stem or file name shared by images of several folders is ambiguous (an error)."""
     if groups is not None and by_folder:
         raise InputError(groups, "give either --groups or --group-by-folder, not both")
     if by_folder:
-        return {f.stem: f.parent.name for f in files}
+        return {n: f.resolve().parent.name for n, f in zip(names, files)}
     if groups is None:
         return None
     import pandas as pd
@@ -105,8 +138,20 @@ def _groups(groups: Optional[Path], by_folder: bool, files: list[Path]) -> dict 
     if table.shape[1] < 2:
         raise InputError(groups, "groups CSV needs two columns: image, group")
     cols = ("image", "group") if {"image", "group"} <= set(table.columns) else table.columns[:2]
-    mapping = {Path(str(i)).stem: str(g) for i, g in zip(table[cols[0]], table[cols[1]])}
-    missing = [f.name for f in files if f.stem not in mapping]
+    given = {str(i).strip().replace("\\", "/"): str(g) for i, g in zip(table[cols[0]], table[cols[1]])}
+    mapping, missing = {}, []
+    for n, f in zip(names, files):
+        keys = [str(f).replace("\\", "/"), f"{f.resolve().parent.name}/{f.name}", f.name, f.stem, n]
+        hit = next((k for k in keys if k in given), None)
+        if hit is None:
+            missing.append(f.name)
+            continue
+        if hit in (f.name, f.stem):
+            others = [g for g in files if g is not f and hit in (g.name, g.stem)]
+            if others:
+                raise InputError(groups, f"{hit!r} names several images ({f}, {others[0]}): "
+                                         "write them as folder/file")
+        mapping[n] = given[hit]
     if missing:
         raise InputError(groups, f"no group for {len(missing)} image(s), e.g. {missing[0]}")
     return mapping
@@ -276,15 +321,14 @@ def analyze(
     files = expand_inputs(inputs)
     if not files:
         raise InputError(Path(inputs[0]), "no files of a supported format found")
-    group_map = _groups(groups, group_by_folder, files)
+    names = output_names(files)
+    group_map = _groups(groups, group_by_folder, files, names)
     resuming = resume and _resume_check(out, opts)
     if not resuming:
         _prepare_out(out, overwrite)
         (out / "config.yaml").write_text(yaml.safe_dump(opts.to_dict(), sort_keys=False))
 
     console = make_console(stderr=True)
-    stems = [f.stem for f in files]
-    names = [s if stems.count(s) == 1 else f"{s}_{f.suffix.lstrip('.')}" for s, f in zip(stems, files)]
     tasks = tasks_for(files, names, out, opts.to_dict())
     done: dict[int, dict] = {}
     failed_at: dict[int, tuple[str, str]] = {}

@@ -44,7 +44,7 @@ def detect(
     A file that cannot be read or segmented is named on one line (``skipped NAME: problem``)
     and the others go on; the exit status is then 1 (2 for a bad option)."""
 
-    from particlesnn.cli.analyze_cmd import expand_inputs
+    from particlesnn.cli.analyze_cmd import expand_inputs, output_names
     from particlesnn.errors import InputError
 
     if method not in ("model", "threshold", "watershed"):
@@ -66,9 +66,9 @@ def detect(
     out.mkdir(parents=True, exist_ok=True)
     err = make_console(stderr=True)
     failed = 0
-    for f in paths:
+    for f, name in zip(paths, output_names(paths)):
         try:
-            _detect_one(f, out, method, det, diameter, profile, polarity)
+            _detect_one(f, out, method, det, diameter, profile, polarity, name)
         except InputError as e:
             failed += 1
             say_failed(err, f, e.problem, alone=len(paths) == 1)
@@ -76,8 +76,10 @@ def detect(
         raise typer.Exit(code=1)
 
 
-def _detect_one(f: Path, out: Path, method: str, det, diameter, profile: str, polarity: str) -> None:
-    """``detect`` on one file: write its label image and scores, print one line."""
+def _detect_one(f: Path, out: Path, method: str, det, diameter, profile: str, polarity: str,
+                stem: str) -> None:
+    """``detect`` on one file: write ``stem``'s label image and scores, print one line (``stem``:
+    the file's, or :func:`~particlesnn.cli.analyze_cmd.output_names`' where stems repeat)."""
     import numpy as np
     import tifffile
 
@@ -93,7 +95,6 @@ def _detect_one(f: Path, out: Path, method: str, det, diameter, profile: str, po
         _, used, seg = segment_oriented(level(read(f)), polarity, method)
     if seg.labels.max() > 65535:
         raise InputError(f, f"{int(seg.labels.max())} particles do not fit a uint16 label image")
-    stem = Path(f).stem
     tifffile.imwrite(out / f"{stem}.labels.tif", seg.labels.astype(np.uint16))
     with open(out / f"{stem}.scores.txt", "w") as fh:
         for k, s in enumerate(np.asarray(seg.scores), start=1):

@@ -429,6 +429,10 @@ def _write_set(entries: Sequence[_Entry], outdir: Path, *, options: dict | None,
                groups: dict[str, str] | None, report: bool) -> dict[str, Any]:
     from particlesnn import plots, stats
 
+    names = [e.name for e in entries]
+    if len(set(names)) < len(names):  # their files would have overwritten one another
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"image names must be unique in a set; repeated: {', '.join(dup[:5])}")
     outdir.mkdir(parents=True, exist_ok=True)
     failed = list(failed)
     particles, scores = _stream_particles(entries, outdir)
