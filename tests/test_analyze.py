@@ -403,6 +403,11 @@ def test_the_same_scan_names_in_every_sample_folder(tmp_path):
     res = _run(["analyze", str(root), "--out", str(tmp_path / "out3"), "--method", "watershed",
                 "--groups", str(csv)])
     assert res.exit_code == 2 and "names several images" in res.output
+    # measure finds each image's annotations by the names analyze gave them
+    res = _run(["measure", str(root), "--annotations", str(out), "--out", str(tmp_path / "back")])
+    assert res.exit_code == 0, res.output
+    back = pd.read_csv(tmp_path / "back" / "summary.csv").set_index("image")["count"]
+    assert back.to_dict() == summary.set_index("image")["count"].to_dict()
     # detect writes one label image per input too
     res = _run(["detect", str(root), "--out", str(tmp_path / "det"), "--method", "threshold"])
     assert res.exit_code == 0, res.output

@@ -417,10 +417,12 @@ def measure(
     _prepare_out(out, overwrite)
     (out / "config.yaml").write_text(yaml.safe_dump(opts.to_dict(), sort_keys=False))
     results, failed = [], []
-    for f in files:
+    for f, name in zip(files, output_names(files)):
         try:
             hm = io.read(f, channel=opts.channel)
             io.validate(hm, hm.source)
+            if name != hm.name:  # the same scan name in several folders: as analyze named it
+                hm.source = Path(f).with_name(name + Path(f).suffix)
             labels = read_annotations(annotations, hm.name, hm.data.shape)
             levelled, pol = prepare_for_labels(hm, opts, labels)
             r = remeasure(levelled, labels, None, opts, heightmap=hm)
