@@ -86,7 +86,7 @@ def process_image(task: ImageTask) -> dict[str, Any]:
     try:
         r = analyze_file(f, AnalyzeOptions.from_dict(dict(task.options)))
         if r.name != task.name:  # two inputs with the same stem: name them apart
-            r.heightmap.source = f.with_name(task.name + f.suffix)
+            r.output_name = task.name
         paths = write_image_outputs(r, out)
         rec = image_record(r, paths, out, source=str(f))
         write_image_record(out, rec)

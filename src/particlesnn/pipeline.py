@@ -93,10 +93,13 @@ class ImageResult:
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
+    #: The name of its outputs and rows when not the file's stem (the same scan name in
+    #: several folders: :func:`particlesnn.cli.analyze_cmd.output_names`).
+    output_name: str | None = None
 
     @property
     def name(self) -> str:
-        return self.heightmap.name
+        return self.output_name or self.heightmap.name
 
 
 def _size_filter(labels: np.ndarray, scores: np.ndarray, pixel_size, lo, hi):

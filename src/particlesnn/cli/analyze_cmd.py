@@ -421,12 +421,12 @@ def measure(
         try:
             hm = io.read(f, channel=opts.channel)
             io.validate(hm, hm.source)
-            if name != hm.name:  # the same scan name in several folders: as analyze named it
-                hm.source = Path(f).with_name(name + Path(f).suffix)
-            labels = read_annotations(annotations, hm.name, hm.data.shape)
+            labels = read_annotations(annotations, name, hm.data.shape)  # as analyze named it
             levelled, pol = prepare_for_labels(hm, opts, labels)
             r = remeasure(levelled, labels, None, opts, heightmap=hm)
             r.polarity = pol
+            if name != r.name:  # the same scan name in several folders
+                r.output_name = name
             write_image_outputs(r, out)
             results.append(r)
         except InputError as err:
