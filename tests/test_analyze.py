@@ -362,6 +362,7 @@ def test_refinement_by_default_on_height_maps_only():
 @pytest.mark.parametrize("value, err, text", [
     (4450.3, 22.1, "4450 ± 22"), (190.33, 9.61, "190.3 ± 9.6"), (1441.0, 213.0, "1440 ± 210"),
     (12.345, 0.0123, "12.345 ± 0.012"), (3.2, float("nan"), "3.2"), (3.2, 0.0, "3.2"),
+    (22.2, None, "22.2"),
 ])
 def test_mean_and_sem_are_written_to_the_sem_precision(value, err, text):
     """The terminal table's 'mean d ± SEM': the SEM to two significant figures, the mean to the
@@ -417,3 +418,24 @@ def test_the_same_scan_names_in_every_sample_folder(tmp_path):
                           Path("c/d/y.gsf"), Path("e/d/y.gsf")])
     assert names[:4] == ["x_gsf", "x_txt", "a_y", "b_y"] and names[4] == "d_y" and names[5] == "d_y_gsf"
     assert len(set(names)) == len(names)
+
+
+def test_earlier_outputs_inside_an_input_folder_are_not_inputs(tmp_path):
+    """analyze DATA/ where DATA/ holds an earlier run's output folder (and detect's label
+    images and scores): only the scans are analysed, not the plots, maps and score files; an
+    image with one particle (no SEM) prints (it crashed the terminal table)."""
+    root = tmp_path / "data"
+    root.mkdir()
+    io.write(_caps_field(0)[0], root / "scan0.gsf")
+    one = np.zeros((64, 64), np.float32)
+    one[28:36, 28:36] = 1.0
+    io.write(HeightMap(one, pixel_size=(PX, PX)), root / "single.gsf")
+    first = _run(["analyze", str(root), "--out", str(root / "results"), "--method", "watershed",
+                  "--no-refine"])
+    assert first.exit_code == 0, first.output
+    assert _run(["detect", str(root / "scan0.gsf"), "--out", str(root / "det"),
+                 "--method", "threshold"]).exit_code == 0
+    again = _run(["analyze", str(root), "--out", str(tmp_path / "again"), "--method", "watershed",
+                  "--no-refine"])
+    assert again.exit_code == 0, again.output
+    assert sorted(pd.read_csv(tmp_path / "again" / "summary.csv")["image"]) == ["ALL", "scan0", "single"]

@@ -13,12 +13,19 @@ from particlesnn.cli._app import app, make_console, say_failed
 from particlesnn.errors import InputError
 
 # Files in an input folder that are our own outputs or side files, never images to analyse.
-_SKIP_SUFFIXES = (".labels.tif", ".overlay.png", ".image.png", ".csv", ".json", ".parquet",
-                  ".md", ".yaml", ".yml", ".html", ".svg", ".zip", ".py", ".txt.bak")
+_SKIP_SUFFIXES = (".labels.tif", ".overlay.png", ".image.png", ".scores.txt", ".csv", ".json",
+                  ".parquet", ".md", ".yaml", ".yml", ".html", ".svg", ".zip", ".py", ".txt.bak")
+
+
+def _is_output_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds the outputs of an ``analyze`` or ``measure`` run (its
+    ``config.yaml`` and ``summary.json``): its plots and maps are not inputs."""
+    return (folder / "config.yaml").is_file() and (folder / "summary.json").is_file()
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
-    """Files, folders (recursively: files of supported formats) and globs -> sorted file list."""
+    """Files, folders (recursively: files of supported formats, not the outputs of an earlier
+    run found inside: :func:`_is_output_folder`, ``*.scores.txt``) and globs -> sorted file list."""
     from particlesnn import io
 
     exts = {e.lower() for e in io.SUPPORTED}
@@ -26,11 +33,14 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     for item in inputs:
         p = Path(item)
         if p.is_dir():
+            skip: dict[Path, bool] = {}
             for f in sorted(p.rglob("*")):
                 name = f.name.lower()
                 if f.is_file() and f.suffix.lower() in exts and not name.endswith(_SKIP_SUFFIXES) \
                         and not name.startswith(".") and "license" not in name:
-                    out.append(f)
+                    inside = [f.parent, *f.parent.parents][: len(f.relative_to(p).parts) - 1]
+                    if not any(skip.setdefault(d, _is_output_folder(d)) for d in inside):
+                        out.append(f)
         elif p.exists():
             out.append(p)
         else:
@@ -200,8 +210,8 @@ def _rows_of(items) -> list[tuple[str, dict, float, list]]:
 def value_pm(value: float, err: float) -> str:
     """``value ± err`` with the error to two significant figures and the value to the same
     decimal place (``4450 ± 22``, ``190.3 ± 9.6``, ``1440 ± 210``); ``value`` to three
-    significant figures when there is no error (NaN, 0)."""
-    if not (err == err and err > 0 and math.isfinite(err)):
+    significant figures when there is no error (None, NaN, 0: a single particle)."""
+    if err is None or not (err == err and err > 0 and math.isfinite(err)):
         return f"{value:.3g}"
     decimals = 1 - math.floor(math.log10(err))
     if decimals > 0:
