@@ -124,6 +124,20 @@ def test_convert_channel_and_errors(tmp_path, samples_dir):
     assert fmt.exit_code == 2 and "cannot convert to 'bmp'" in fmt.output
 
 
+def test_convert_a_folder(tmp_path):
+    """A folder stands for its files, as for info and analyze; the same scan name in two
+    folders converted into one --out folder gives two files."""
+    for d in ("fresh", "annealed"):
+        (tmp_path / "in" / d).mkdir(parents=True)
+        pio.write(_hm(), tmp_path / "in" / d / "scan1.gsf")
+    res = runner.invoke(app, ["convert", str(tmp_path / "in"), "--to", "txt", "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["annealed_scan1.txt", "fresh_scan1.txt"]
+    (tmp_path / "empty").mkdir()
+    res = runner.invoke(app, ["convert", str(tmp_path / "empty"), "--to", "txt"])
+    assert res.exit_code == 2 and "no files of a supported format" in res.output
+
+
 def test_convert_refuses_to_overwrite_input(tmp_path):
     src = pio.write(_hm(), tmp_path / "x.txt")
     before = src.read_bytes()

@@ -115,11 +115,13 @@ def info(
         raise typer.Exit(1)
 
 
-def convert_file(path: Path, to: str, out_dir: Path | None = None, channel: str | None = None) -> Path:
+def convert_file(path: Path, to: str, out_dir: Path | None = None, channel: str | None = None,
+                 stem: str | None = None) -> Path:
     """Read ``path`` (channel ``channel``) and write it as ``to`` (gsf, txt, png, tif).
 
-    The output is ``<out_dir or the input's folder>/<stem>[_<channel>].<to>``; converting a
-    file onto itself raises InputError. Returns the path written.
+    The output is ``<out_dir or the input's folder>/<stem>[_<channel>].<to>`` (``stem``: the
+    input's unless given); converting a file onto itself raises InputError. Returns the path
+    written.
     """
     from particlesnn import io as pio
 
@@ -129,7 +131,7 @@ def convert_file(path: Path, to: str, out_dir: Path | None = None, channel: str 
     hm = pio.read(path, channel=channel)
     folder = Path(out_dir) if out_dir is not None else Path(path).parent
     folder.mkdir(parents=True, exist_ok=True)
-    stem = Path(path).stem
+    stem = stem or Path(path).stem
     if channel is not None:
         safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in hm.channel)
         stem = f"{stem}_{safe}"
@@ -141,21 +143,33 @@ def convert_file(path: Path, to: str, out_dir: Path | None = None, channel: str 
 
 @app.command()
 def convert(
-    files: List[Path] = typer.Argument(..., help="SPM or image files to convert."),
+    files: List[Path] = typer.Argument(..., help="SPM or image files (or folders of them) to convert."),
     to: str = typer.Option(..., "--to", help="Output format: gsf, txt (WSxM ASCII), png (8-bit), tif (float32)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: next to each input)."),
     channel: Optional[str] = typer.Option(None, "--channel", help="Channel to convert (default: height)."),
 ) -> None:
-    """Convert SPM files to GSF, WSxM ASCII (.txt), PNG or float TIFF, keeping the scale (nm)."""
+    """Convert SPM files to GSF, WSxM ASCII (.txt), PNG or float TIFF, keeping the scale (nm).
+
+    A folder stands for the files of supported formats in it (recursively), as for ``analyze``.
+    """
 
     console = make_console()
     err_console = make_console(stderr=True)
+    from particlesnn.cli.analyze_cmd import expand_inputs, output_names
+
     if to.lower().lstrip(".") not in _TO:  # the whole command cannot run: exit 2, before any file
         raise InputError(None, f"cannot convert to {to!r} (choose one of {', '.join(_TO)})")
+    paths: list[Path] = []
+    for f in files:  # a folder stands for its files of supported formats; files are kept as given
+        paths.extend(expand_inputs([str(f)]) if Path(f).is_dir() else [Path(f)])
+    if not paths:
+        raise InputError(None, f"{', '.join(str(f) for f in files)}: no files of a supported format")
+    # into one --out folder, the same scan name in several folders must not collide
+    stems = output_names(paths) if out is not None else [None] * len(paths)
     bad = 0
-    for f in files:
+    for f, stem in zip(paths, stems):
         try:
-            written = convert_file(f, to, out, channel)
+            written = convert_file(f, to, out, channel, stem=stem)
         except InputError as err:
             bad += 1
             err_console.print(f"[red]error: {err}[/red]", highlight=False, soft_wrap=True)
