@@ -372,6 +372,13 @@ def test_mean_and_sem_are_written_to_the_sem_precision(value, err, text):
     assert value_pm(value, err) == text
 
 
+def test_densities_are_written_without_exponents():
+    from particlesnn.cli.analyze_cmd import _plain
+
+    assert [_plain(v) for v in (11630.4, 782.94, 0.2084, 1.5e8, float("nan"))] == \
+        ["11630", "782.9", "0.2084", "1.5e+08", "nan"]
+
+
 def test_the_same_scan_names_in_every_sample_folder(tmp_path):
     """fresh/scan0.gsf and annealed/scan0.gsf (the usual layout for --group-by-folder): each
     image keeps its own outputs and row (folder_stem names; it crashed), groups come from the

@@ -220,6 +220,11 @@ def value_pm(value: float, err: float) -> str:
     return f"{round(value / step) * step:.0f} ± {round(err / step) * step:.0f}"
 
 
+def _plain(v: float) -> str:
+    """Four significant figures, without an exponent from 1000 to 10^7 (11630, not 1.163e+04)."""
+    return f"{v:.0f}" if v == v and 1e3 <= abs(v) < 1e7 else f"{v:.4g}"
+
+
 def _summary_table(results, failed, set_stats):
     from rich.table import Table
 
@@ -231,8 +236,8 @@ def _summary_table(results, failed, set_stats):
         u = s.get("length_unit", "px")
         d = s.get(f"d_mean_{u}")
         e = s.get(f"d_sem_{u}")
-        dens = (f"{s['density_per_um2']:.4g} /µm²" if "density_per_um2" in s
-                else f"{s.get('density_per_mpx', float('nan')):.4g} /Mpx")
+        dens = (f"{_plain(s['density_per_um2'])} /µm²" if "density_per_um2" in s
+                else f"{_plain(s.get('density_per_mpx', float('nan')))} /Mpx")
         return dens, "–" if d is None or d != d else f"{value_pm(d, e)} {u}"
 
     rows = _rows_of(results)
