@@ -542,8 +542,8 @@ def refine(hm: HeightMap, labels: np.ndarray, *, smooth: bool = True, level: flo
                 g_hw = math.sqrt(2.0 * _LN2)  # Gaussian half width at half max per sigma
                 xi, yi = x0 + p["cx"], y0 + p["cy"]
                 if not (-0.5 <= xi <= cols - 0.5 and -0.5 <= yi <= rows - 0.5):
-                    status, reason = "implausible", ("centre outside the image (particle cut by "
-                                                     "the image border)")
+                    status, reason = "implausible", ("centre outside the image: particle cut by "
+                                                     "the image border")
                 elif not (p["xr"][0] <= x0 <= p["xr"][1] and p["yr"][0] <= y0 <= p["yr"][1]) \
                         or not _near_window(p, x0, y0):
                     status, reason = "implausible", "centre outside the fit window"
