@@ -54,6 +54,7 @@
     tb.innerHTML = "";
     document.getElementById("corr-count").textContent = `(${c.counts.images} images, ${c.counts.particles} particles)`;
     document.getElementById("corr-empty").hidden = c.images.length > 0;
+    document.getElementById("dl-dataset").parentElement.hidden = c.images.length === 0;  // a 409 else
     for (const im of c.images) {
       const tr = PNN.el("tr");
       const td = PNN.el("td"); td.appendChild(PNN.el("a", { href: im.page }, im.name)); tr.appendChild(td);
