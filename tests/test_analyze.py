@@ -340,6 +340,12 @@ def test_mixed_scales_are_said_and_not_pooled_in_nm(tmp_path):
     s = pd.read_csv(out / "summary.csv").set_index("image")
     assert s.loc["a_map", "length_unit"] == "nm" and s.loc["a_map", "density_per_um2"] > 0
     assert s.loc["ALL", "length_unit"] == "px" and pd.isna(s.loc["ALL", "density_per_um2"])
+    # the PNG given its pixel size: summary.csv shows the scale it was measured with
+    res = CliRunner().invoke(app, ["analyze", str(d / "b_plain.png"), "--out", str(tmp_path / "px"),
+                                   "--method", "watershed", "--pixel-size", "0.5"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    row = pd.read_csv(tmp_path / "px" / "summary.csv").set_index("image").loc["b_plain"]
+    assert row["length_unit"] == "nm" and row["pixel_x_nm"] == 0.5 and row["pixel_y_nm"] == 0.5
 
 
 def test_refinement_by_default_on_height_maps_only():

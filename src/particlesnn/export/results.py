@@ -47,12 +47,13 @@ def counts_as_integers(table: pd.DataFrame) -> pd.DataFrame:
 def image_row(result, *, source: str | None = None) -> dict[str, Any]:
     """One row of ``summary.csv`` for an analysed image (``pipeline.ImageResult``)."""
     hm = result.heightmap
+    ps = result.levelled.pixel_size  # the scale measured with (a --pixel-size override included)
     row: dict[str, Any] = {
         "image": result.name,
         "source": source if source is not None else (str(hm.source) if hm.source else ""),
         "rows": hm.shape[0], "cols": hm.shape[1],
-        "pixel_x_nm": hm.pixel_size[0] if hm.pixel_size else np.nan,
-        "pixel_y_nm": hm.pixel_size[1] if hm.pixel_size else np.nan,
+        "pixel_x_nm": ps[0] if ps else np.nan,
+        "pixel_y_nm": ps[1] if ps else np.nan,
         "channel": hm.channel, "polarity": result.polarity,
         "method": result.info.get("method", ""),
     }
