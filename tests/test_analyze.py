@@ -368,7 +368,7 @@ def test_refinement_by_default_on_height_maps_only():
 @pytest.mark.parametrize("value, err, text", [
     (4450.3, 22.1, "4450 ± 22"), (190.33, 9.61, "190.3 ± 9.6"), (1441.0, 213.0, "1440 ± 210"),
     (12.345, 0.0123, "12.345 ± 0.012"), (3.2, float("nan"), "3.2"), (3.2, 0.0, "3.2"),
-    (22.2, None, "22.2"),
+    (22.2, None, "22.2"), (4452.9, None, "4453"),
 ])
 def test_mean_and_sem_are_written_to_the_sem_precision(value, err, text):
     """The terminal table's 'mean d ± SEM': the SEM to two significant figures, the mean to the

@@ -112,16 +112,18 @@ def output_names(files: list[Path]) -> list[str]:
             k += 1
         return f"{cands[-1]}_{k}"
 
-    stems = [f.stem for f in files]
+    from collections import Counter
+
+    stems = Counter(f.stem for f in files)
+    stem_exts = Counter((f.stem, f.suffix) for f in files)
     names: list[str] = []
     taken: set[str] = set()
     for f in files:
         ext, folder = f.suffix.lstrip("."), f.resolve().parent.name
-        if stems.count(f.stem) == 1:
+        if stems[f.stem] == 1:
             cands = [f.stem]
         else:
-            same_ext = sum(1 for g in files if g.stem == f.stem and g.suffix == f.suffix)
-            cands = ([f"{f.stem}_{ext}"] if same_ext == 1 else []) + [
+            cands = ([f"{f.stem}_{ext}"] if stem_exts[(f.stem, f.suffix)] == 1 else []) + [
                 f"{folder}_{f.stem}", f"{folder}_{f.stem}_{ext}"]
         names.append(first_free(cands, taken))
         taken.add(names[-1])
@@ -149,6 +151,9 @@ def _groups(groups: Optional[Path], by_folder: bool, files: list[Path],
         raise InputError(groups, "groups CSV needs two columns: image, group")
     cols = ("image", "group") if {"image", "group"} <= set(table.columns) else table.columns[:2]
     given = {str(i).strip().replace("\\", "/"): str(g) for i, g in zip(table[cols[0]], table[cols[1]])}
+    from collections import Counter
+
+    shared = Counter(k for f in files for k in {f.name, f.stem})  # images a bare name could mean
     mapping, missing = {}, []
     for n, f in zip(names, files):
         keys = [str(f).replace("\\", "/"), f"{f.resolve().parent.name}/{f.name}", f.name, f.stem, n]
@@ -156,11 +161,9 @@ def _groups(groups: Optional[Path], by_folder: bool, files: list[Path],
         if hit is None:
             missing.append(f.name)
             continue
-        if hit in (f.name, f.stem):
-            others = [g for g in files if g is not f and hit in (g.name, g.stem)]
-            if others:
-                raise InputError(groups, f"{hit!r} names several images ({f}, {others[0]}): "
-                                         "write them as folder/file")
+        if hit in (f.name, f.stem) and shared[hit] > 1:
+            raise InputError(groups, f"{hit!r} names several images ({shared[hit]}; one is {f}): "
+                                     "write them as folder/file")
         mapping[n] = given[hit]
     if missing:
         raise InputError(groups, f"no group for {len(missing)} image(s), e.g. {missing[0]}")
@@ -209,10 +212,10 @@ def _rows_of(items) -> list[tuple[str, dict, float, list]]:
 
 def value_pm(value: float, err: float) -> str:
     """``value ± err`` with the error to two significant figures and the value to the same
-    decimal place (``4450 ± 22``, ``190.3 ± 9.6``, ``1440 ± 210``); ``value`` to three
-    significant figures when there is no error (None, NaN, 0: a single particle)."""
+    decimal place (``4450 ± 22``, ``190.3 ± 9.6``, ``1440 ± 210``); ``value`` as
+    :func:`_plain` writes it when there is no error (None, NaN, 0: a single particle)."""
     if err is None or not (err == err and err > 0 and math.isfinite(err)):
-        return f"{value:.3g}"
+        return _plain(value)
     decimals = 1 - math.floor(math.log10(err))
     if decimals > 0:
         return f"{value:.{decimals}f} ± {err:.{decimals}f}"
