@@ -155,8 +155,6 @@ def prepare_for_labels(hm: HeightMap, options: AnalyzeOptions,
     :func:`particlesnn.segment.segment_oriented`), the contours decide instead: the orientation
     in which their insides stand above a 3-px ring around them (median values) is kept.
     Contours of pits keep a map dark."""
-    import cv2
-
     from particlesnn import preprocess
 
     lev = _levelled(hm, options)
@@ -164,15 +162,8 @@ def prepare_for_labels(hm: HeightMap, options: AnalyzeOptions,
         return preprocess.orient(lev, options.polarity)
     used, check = preprocess.polarity_call(lev)
     oriented, _ = preprocess.orient(lev, used)
-    if not check or not labels.any():
-        return oriented, used
-    inside = labels > 0
-    ring = cv2.dilate(inside.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool) & ~inside
-    if not ring.any():
-        return oriented, used
-    z = np.asarray(lev.data)
-    way = "bright" if np.median(z[inside]) >= np.median(z[ring]) else "dark"
-    return (oriented, used) if way == used else preprocess.orient(lev, way)
+    way = preprocess.contours_polarity(lev.data, labels) if check else None
+    return (oriented, used) if way in (None, used) else preprocess.orient(lev, way)
 
 
 _DETECTOR: dict[tuple, Any] = {}

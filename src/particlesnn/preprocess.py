@@ -417,6 +417,25 @@ def polarity_call(hm: HeightMap) -> tuple[str, bool]:
     return used, (score < 0 if height else abs(score) < POLARITY_CHECK_PLAIN)
 
 
+def contours_polarity(z: np.ndarray, labels: np.ndarray, ring: int = 3) -> str | None:
+    """The way up in which given contours enclose particles: ``"bright"`` when the median of
+    ``z`` inside them (``labels`` > 0) is at least that of a ``ring`` px band around them, else
+    ``"dark"``; None without contours or band. For contours drawn elsewhere (``measure``:
+    ``pipeline.prepare_for_labels``; user annotations for training: contours of pits keep a
+    map dark)."""
+    import cv2
+
+    inside = np.asarray(labels) > 0
+    if not inside.any():
+        return None
+    k = 2 * ring + 1
+    around = cv2.dilate(inside.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool) & ~inside
+    if not around.any():
+        return None
+    z = np.asarray(z)
+    return "bright" if np.median(z[inside]) >= np.median(z[around]) else "dark"
+
+
 def mirror(z: np.ndarray) -> np.ndarray:
     """``max + min - z`` (float64): the map upside down in the same range; its own inverse."""
     z = np.asarray(z, dtype=np.float64)

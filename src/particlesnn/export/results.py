@@ -430,9 +430,11 @@ def _write_set(entries: Sequence[_Entry], outdir: Path, *, options: dict | None,
                groups: dict[str, str] | None, report: bool) -> dict[str, Any]:
     from particlesnn import plots, stats
 
-    names = [e.name for e in entries]
-    if len(set(names)) < len(names):  # their files would have overwritten one another
-        dup = sorted({n for n in names if names.count(n) > 1})
+    from collections import Counter
+
+    names = Counter(e.name for e in entries)
+    if len(names) < len(entries):  # their files would have overwritten one another
+        dup = sorted(n for n, k in names.items() if k > 1)
         raise ValueError(f"image names must be unique in a set; repeated: {', '.join(dup[:5])}")
     outdir.mkdir(parents=True, exist_ok=True)
     failed = list(failed)

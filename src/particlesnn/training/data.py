@@ -90,22 +90,14 @@ def _grey(a: np.ndarray) -> np.ndarray:
     return a.astype(np.float32)
 
 
-def particles_dark(image: np.ndarray, labels: np.ndarray, ring: int = 3) -> bool:
-    """Whether the annotated particles (``labels`` > 0) of ``image`` are darker than a ``ring``
-    px band around them (median values): such an image is inverted for training, since the
-    network learns particles bright. The rule :func:`particlesnn.pipeline.prepare_for_labels`
-    applies to contours given to ``measure``. No annotation or no ring: False."""
-    import cv2
+def particles_dark(image: np.ndarray, labels: np.ndarray) -> bool:
+    """Whether the annotated particles (``labels`` > 0) of ``image`` are darker than a 3 px
+    band around them (:func:`particlesnn.preprocess.contours_polarity`, the rule ``measure``
+    applies to contours drawn elsewhere): such an image is inverted for training, since the
+    network learns particles bright. No annotation: False."""
+    from particlesnn.preprocess import contours_polarity
 
-    inside = np.asarray(labels) > 0
-    if not inside.any():
-        return False
-    k = 2 * ring + 1
-    around = cv2.dilate(inside.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool) & ~inside
-    if not around.any():
-        return False
-    z = np.asarray(image, np.float32)
-    return bool(np.median(z[inside]) < np.median(z[around]))
+    return contours_polarity(image, labels) == "dark"
 
 
 def _split(ids: list[str], part: str) -> list[str]:
