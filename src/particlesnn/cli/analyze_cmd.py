@@ -57,6 +57,15 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     return unique
 
 
+def expand_folders(items) -> list[Path]:
+    """Folders replaced by their files of supported formats (:func:`expand_inputs`); anything
+    else kept as given, so that a missing or unreadable file is reported by name."""
+    out: list[Path] = []
+    for f in items:
+        out.extend(expand_inputs([str(f)]) if Path(f).is_dir() else [Path(f)])
+    return out
+
+
 def _prepare_out(out: Path, overwrite: bool) -> None:
     if out.exists() and any(out.iterdir()):
         if not overwrite:

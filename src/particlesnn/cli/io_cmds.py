@@ -75,13 +75,11 @@ def info(
     """
     from rich.table import Table
 
-    from particlesnn.cli.analyze_cmd import expand_inputs
+    from particlesnn.cli.analyze_cmd import expand_folders
 
     console = make_console()
     err_console = make_console(stderr=True)
-    paths: list[Path] = []
-    for f in files:  # files are kept as given, so a missing one is reported in its row
-        paths.extend(expand_inputs([str(f)]) if Path(f).is_dir() else [Path(f)])
+    paths = expand_folders(files)  # a missing file is kept, to be reported in its row
     if not paths:
         err_console.print(f"[red]error: {', '.join(str(f) for f in files)}: no files of a supported "
                           "format[/red]", highlight=False, soft_wrap=True)
@@ -152,16 +150,13 @@ def convert(
 
     A folder stands for the files of supported formats in it (recursively), as for ``analyze``.
     """
+    from particlesnn.cli.analyze_cmd import expand_folders, output_names
 
     console = make_console()
     err_console = make_console(stderr=True)
-    from particlesnn.cli.analyze_cmd import expand_inputs, output_names
-
     if to.lower().lstrip(".") not in _TO:  # the whole command cannot run: exit 2, before any file
         raise InputError(None, f"cannot convert to {to!r} (choose one of {', '.join(_TO)})")
-    paths: list[Path] = []
-    for f in files:  # a folder stands for its files of supported formats; files are kept as given
-        paths.extend(expand_inputs([str(f)]) if Path(f).is_dir() else [Path(f)])
+    paths = expand_folders(files)
     if not paths:
         raise InputError(None, f"{', '.join(str(f) for f in files)}: no files of a supported format")
     # into one --out folder, the same scan name in several folders must not collide
