@@ -659,9 +659,10 @@ def create_app(data_dir: str | Path, **limits: Any) -> FastAPI:
                     zf.writestr(f"{stem}/{stem}{ext}", payload)
             zf.writestr("status.csv", "\n".join(status_lines) + "\n")
             if tables:
-                zf.writestr("summary.csv", _set_summary_csv(summaries, tables, options))
+                joint = _joint_stats(tables, options)["joint"]
+                zf.writestr("summary.csv", _set_summary_csv(summaries, joint))
                 try:
-                    zf.writestr("report.html", _set_report(report_items, tables, options, name))
+                    zf.writestr("report.html", _set_report(report_items, joint, name))
                 except _ExportMissing:
                     pass
             if frames:
@@ -1097,12 +1098,11 @@ def _export(kind: str, folder: Path, original: str, labels: np.ndarray, scores: 
         raise _ExportMissing(str(err)) from None
 
 
-def _set_report(items: list[tuple], tables: dict, options: dict, name: str) -> bytes:
-    """HTML report over every finished image of a set (joint statistics at the top)."""
+def _set_report(items: list[tuple], joint: dict, name: str) -> bytes:
+    """HTML report over every finished image of a set (``joint`` statistics at the top)."""
     try:
         from particlesnn.web import exports
 
-        joint = exports.joint_stats(tables, options)["joint"]
         entries = [exports.report_entry(*it) for it in items]
         with tempfile.TemporaryDirectory(prefix="pnn-report-") as tmp:
             out = exports.write_set_report(Path(tmp) / "report.html", entries, joint,
@@ -1118,14 +1118,13 @@ def _import_annotations(raw: bytes, fmt: str, display: str, shape, original: str
     return exports.import_labels(raw, fmt, display, shape, original)
 
 
-def _set_summary_csv(summaries: list[dict], tables: dict, options: dict) -> str:
+def _set_summary_csv(summaries: list[dict], joint: dict) -> str:
     """``summary.csv`` of an upload's ZIP, as ``particlesnn analyze`` writes it: one row per
-    finished image (its stored summary) and an ``ALL`` row with the joint statistics."""
+    finished image (its stored summary) and an ``ALL`` row with the ``joint`` statistics."""
     from particlesnn.export.results import counts_as_integers
 
-    joint = {k: v for k, v in _joint_stats(tables, options)["joint"].items()
-             if np.isscalar(v) or v is None}
-    table = pd.DataFrame(summaries + [{"image": "ALL", **joint}])
+    scalars = {k: v for k, v in joint.items() if np.isscalar(v) or v is None}
+    table = pd.DataFrame(summaries + [{"image": "ALL", **scalars}])
     return counts_as_integers(table).to_csv(index=False)
 
 
