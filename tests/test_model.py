@@ -98,6 +98,23 @@ def test_small_particles_get_an_enlarged_pass(model):
     seg = segment_model(HeightMap(img, pixel_size=None, unit="a.u."), model=model,
                         profile="standard")
     assert seg.info["upscaled_because"] is None and 2.0 not in seg.info["scales"]
+    assert "warnings" not in seg.info
+
+
+def test_small_particles_on_a_too_large_image_are_said(model, monkeypatch):
+    """Over UPSCALE_MAX_PIXELS the enlarged pass is skipped (time, memory): the analysis says
+    so, with what to do, instead of losing the smallest particles silently."""
+    from particlesnn.pipeline import AnalyzeOptions, analyze_heightmap
+    from particlesnn.segment import neural
+
+    monkeypatch.setattr(neural, "UPSCALE_MAX_PIXELS", 100 * 100)
+    img, _ = _cap_field(size=192, diameter=6.0, spacing=14.0, noise=0.01, seed=3)
+    hm = HeightMap(img, pixel_size=None, unit="a.u.")
+    seg = segment_model(hm, model=model, profile="standard")
+    assert seg.info["upscaled_because"] is None and 2.0 not in seg.info["scales"]
+    assert "not inferred enlarged" in seg.info["warnings"][0]
+    result = analyze_heightmap(hm, AnalyzeOptions(profile="standard"))
+    assert any("--diameter" in w for w in result.warnings)
 
 
 def test_tiling_matches_whole_image(model):

@@ -75,7 +75,8 @@ SWITCH_MEAN_SCORE = 0.92
 #: ``SWITCH_MIN_COUNT`` particles of median diameter below ``UPSCALE_BELOW_PX`` (px), the image
 #: is also inferred enlarged by ``UPSCALE_FACTOR`` (as the paper's 3x upscaling did) and those
 #: particles merged in: crowded 5-8 px particles go from recall 0.75-0.90 to 0.92-0.99 on the
-#: synthetic suite. Skipped for images of more than ``UPSCALE_MAX_PIXELS`` px (time, memory).
+#: synthetic suite. Skipped for images of more than ``UPSCALE_MAX_PIXELS`` px (time, memory),
+#: and then said in ``info["warnings"]``.
 UPSCALE_BELOW_PX = 12.0
 UPSCALE_FACTOR = 2.0
 UPSCALE_MAX_PIXELS = 2048 * 2048
@@ -195,7 +196,7 @@ def decode_profile(maps_list: list, thresholds: dict) -> list:
 
 def _small_particles(seg: Segmentation, shape: tuple[int, int]) -> str | None:
     """Why the image should also be inferred enlarged (:data:`UPSCALE_BELOW_PX`), or None."""
-    if seg.count < SWITCH_MIN_COUNT or shape[0] * shape[1] > UPSCALE_MAX_PIXELS:
+    if seg.count < SWITCH_MIN_COUNT:
         return None
     area = np.bincount(seg.labels.ravel())[1:]
     d = float(np.median(2.0 * np.sqrt(area[area > 0] / np.pi)))
@@ -224,13 +225,20 @@ def run_profile(get_maps, name: str, factors, thresholds: dict, shape: tuple[int
     cands = [_above(lab, sc, f, th["min_score"]) for lab, sc, f in raw]
     seg = merge_instances(cands, shape)
     used, why = list(factors), None
+    skipped = None
     if upscale and name == "standard" and getattr(get_maps, "enlarged_copy", True):
         why = _small_particles(seg, shape)
+        if why is not None and shape[0] * shape[1] > UPSCALE_MAX_PIXELS:
+            skipped, why = (f"small particles ({why}) on an image over {UPSCALE_MAX_PIXELS / 1e6:.1f} "
+                            "Mpx: not inferred enlarged (time, memory), so the faintest and "
+                            "smallest may be missed; give --diameter, or analyse crops"), None
         if why is not None:
             cands += decode_profile([(get_maps(UPSCALE_FACTOR), UPSCALE_FACTOR)], th)
             seg = merge_instances(cands, shape)
             used = [UPSCALE_FACTOR, *used]
     seg.info["certainty"] = certainty
+    if skipped:
+        seg.info["warnings"] = [skipped]
     return seg, used, why
 
 
@@ -359,7 +367,8 @@ def segment_model(hm: HeightMap, *, diameter: float | None = None, model=None,
                 "min_score": float(th["min_score"]), "max_overlap": seg.info["max_overlap"],
                 "fragments_replaced": seg.info.get("fragments_replaced", 0),
                 "crumbs_absorbed": seg.info.get("crumbs_absorbed", 0),
-                "certainty": mean}
+                "certainty": mean,
+                **({"warnings": seg.info["warnings"]} if seg.info.get("warnings") else {})}
     if th.get("peak_h"):
         seg.info["peak_h"] = float(th["peak_h"])
     seg = _drop_sunken(seg, data)
