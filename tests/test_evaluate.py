@@ -242,3 +242,18 @@ def test_map_max_dets_caps_a_perfect_prediction(engine):
     capped = coco_map([t], [t], [s], engine=engine, max_dets=20)
     assert capped["map_segm"] == pytest.approx(67 / 101)
     assert capped["map_bbox"] == pytest.approx(67 / 101)
+
+
+def test_predictions_named_apart_by_detect_find_their_truth(tmp_path):
+    """detect names outputs apart where inputs share a stem (scan1_gsf, fresh_scan1): evaluate
+    matches such a prediction to the truth's scan1 when it is the only one, and refuses to pick
+    among several (the same image in several formats)."""
+    from particlesnn.cli.evaluate_cmd import _by_truth_names
+    from particlesnn.errors import InputError
+
+    gts = {"scan1": 1, "scan2": 2}
+    assert _by_truth_names({"scan1_gsf": "a", "fresh_scan2": "b"}, gts, tmp_path) == \
+        {"scan1": "a", "scan2": "b"}
+    assert _by_truth_names({"scan1": "a", "scan1_txt": "c"}, gts, tmp_path) == {"scan1": "a", "scan1_txt": "c"}
+    with pytest.raises(InputError, match="several predictions for the image 'scan1'"):
+        _by_truth_names({"scan1_gsf": "a", "scan1_png": "b"}, gts, tmp_path)

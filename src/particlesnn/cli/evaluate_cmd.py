@@ -40,6 +40,25 @@ def _clean(v: Any) -> Any:
     return v
 
 
+def _by_truth_names(preds: dict, gts: dict, where: Path) -> dict:
+    """``preds`` with a prediction renamed to the truth's image name where ``detect`` named it
+    apart because several inputs shared the stem (``NAME_EXT``, ``FOLDER_NAME``,
+    ``FOLDER_NAME_EXT``: :func:`~particlesnn.cli.analyze_cmd.output_names`) and it is the only
+    one so named. Several (the same image in several formats, say) raise InputError."""
+    out = dict(preds)
+    for g in gts:
+        if g in preds:
+            continue
+        cands = [p for p in preds if p not in gts and (p.startswith(f"{g}_") or p.endswith(f"_{g}")
+                                                        or f"_{g}_" in p)]
+        if len(cands) == 1:
+            out[g] = out.pop(cands[0])
+        elif len(cands) > 1:
+            raise InputError(where, f"several predictions for the image {g!r} ({', '.join(sorted(cands)[:4])}): "
+                                    "predict one file per image (e.g. only its .gsf files)")
+    return out
+
+
 def run_evaluation(pred: Path, gt: Path, out: Path | None = None, coco: bool = True):
     """Evaluate a prediction folder against a ground-truth set.
 
@@ -52,6 +71,7 @@ def run_evaluation(pred: Path, gt: Path, out: Path | None = None, coco: bool = T
 
     preds = read_prediction_folder(pred)
     gts = read_groundtruth(gt)
+    preds = _by_truth_names(preds, gts, pred)
     common = sorted(set(preds) & set(gts))
     missing = [("no ground truth", s) for s in sorted(set(preds) - set(gts))]
     missing += [("no prediction", s) for s in sorted(set(gts) - set(preds))]
