@@ -195,3 +195,33 @@ def test_benchmark_is_oriented_as_the_analysis_orients():
     assert polarity_call(hm) == ("dark", True)
     s = R.evaluate_model(str(WEIGHTS_DIR / "default"), [(hm, truth)], polarity="auto")
     assert s["centre_f1"] > 0.6 and s["n_true"] == int(truth.max())
+
+
+def test_scores_read_while_written(tmp_path):
+    """The web page lists models every 1.5 s while a fine-tuning run writes the shipped model's
+    scores: a reader (another Registry on the same folder, as another process) never sees a
+    half-written file. CI once caught an empty ``shipped_scores.json`` (JSONDecodeError, 500)."""
+    import threading
+
+    writer, reader = R.Registry(tmp_path / "reg"), R.Registry(tmp_path / "reg")
+    scores = {"benchmark": {f"s{k}": k / 7 for k in range(2000)}}
+    writer.set_shipped_scores(scores)
+    stop, errors = threading.Event(), []
+
+    def write():
+        while not stop.is_set():
+            writer.set_shipped_scores(scores)
+
+    t = threading.Thread(target=write)
+    t.start()
+    try:
+        for _ in range(300):
+            try:
+                assert reader.list()[0]["scores"] == scores
+            except Exception as err:  # noqa: BLE001 - collected and reported below
+                errors.append(repr(err))
+    finally:
+        stop.set()
+        t.join()
+    assert not errors, errors[:3]
+    assert not list((tmp_path / "reg").glob("*.tmp")) and not list((tmp_path / "reg").glob(".*.tmp"))

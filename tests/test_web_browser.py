@@ -211,9 +211,21 @@ def test_edit_finetune_and_see_the_new_model(server, tmp_path, shots):
         page.fill("#minutes", "0.05")
         page.click("#finetune-btn")
         page.wait_for_selector("#training:not([hidden])")
+        # one failed poll while the model trains (a busy or restarting server) must not leave
+        # the page stuck on "running": it tries again
+        failed = []
+
+        def fail_once(route):
+            if failed:
+                return route.continue_()
+            failed.append(route.request.url)
+            route.fulfill(status=500, content_type="application/json", body='{"detail": "busy"}')
+
+        page.route("**/api/models", fail_once)
         page.screenshot(path=shots / "web_models_training.png")
         page.wait_for_selector("#training-badge.done, #training-badge.failed", timeout=240_000)
         assert page.inner_text("#training-badge") == "done", page.inner_text("#training-result")
+        assert failed, "the injected failure was never met"
         page.wait_for_function("document.querySelectorAll('#models-table tbody tr').length === 2")
         row = page.locator("#models-table tbody tr").nth(1)
         cells = row.locator("td")

@@ -284,10 +284,15 @@ class Registry:
             raise InputError(self.index, f"unreadable registry ({err})") from None
 
     def _save(self, models: list[dict]) -> None:
+        self._write_json(self.index, {"models": models})
+
+    def _write_json(self, path: Path, doc: dict) -> None:
+        """Write ``doc`` to ``path`` atomically (a temporary file moved over it): a reader in
+        another thread or process sees the old file or the new one, never a half-written one."""
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.index.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"models": models}, indent=1))
-        tmp.replace(self.index)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(json.dumps(doc, indent=1))
+        os.replace(tmp, path)
 
     def model_dir(self, model_id: str) -> Path:
         """Folder of a model (the shipped default for ``"shipped"``); InputError if unknown."""
@@ -313,9 +318,10 @@ class Registry:
         """All entries, the shipped model first (status ``default`` when no other is)."""
         with self._lock:
             models = self._load()
+            shipped_scores = self._shipped_scores()
         has_default = any(m.get("status") == "default" for m in models)
         shipped = {"id": SHIPPED, "name": "shipped default", "created": None, "parent": None,
-                   "data": None, "parameters": {}, "scores": self._shipped_scores(),
+                   "data": None, "parameters": {}, "scores": shipped_scores,
                    "status": "candidate" if has_default else "default",
                    "note": "the model that comes with particlesnn"}
         return [shipped] + models
@@ -411,8 +417,8 @@ class Registry:
 
     def set_shipped_scores(self, scores: dict) -> None:
         """Remember the shipped model's scores (benchmark, last user data set)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / "shipped_scores.json").write_text(json.dumps(scores, indent=1))
+        with self._lock:
+            self._write_json(self.root / "shipped_scores.json", scores)
 
     def promote(self, model_id: str, *, force: bool = False,
                 current_scores: dict | None = None) -> tuple[bool, str]:

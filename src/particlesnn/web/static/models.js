@@ -92,15 +92,18 @@
     return busy;
   }
 
+  let busy = false;
   async function refresh() {
+    clearTimeout(polling);
     try {
       const d = await PNN.api("/api/models");
       drawCorrections(await PNN.api("/api/corrections"));
       drawModels(d);
-      const busy = drawTraining(d.training);
-      clearTimeout(polling);
-      if (busy) polling = setTimeout(refresh, 1500);
+      busy = drawTraining(d.training);
     } catch (err) { PNN.toast(err.message, true); }
+    // a failed request while a model trains (server busy, a restart) must not stop the
+    // page following the training: try again, a little later
+    if (busy) polling = setTimeout(refresh, 1500);
   }
 
   async function promote(id) {
