@@ -126,6 +126,23 @@ def test_labelme_folder(tmp_path):
     g = read_labelme_folder(tmp_path)["x"]
     assert g.count == 3
     assert g.labels[5, 5] == 1 and g.labels[14, 14] == 2 and g.labels[4, 10] == 3
+    # the project's one pixel convention (corners at integers, centre inside): the 6 x 6
+    # square is 36 px, the 5 x 4 rectangle 20 px (skimage's centre convention gave 49 and 30)
+    assert (g.labels == 1).sum() == 36 and (g.labels == 2).sum() == 20
+
+
+def test_labelme_written_by_analyze_reads_back_as_its_labels(tmp_path):
+    """``evaluate`` and training read LabelMe as ``measure`` does: the file ``analyze`` writes
+    gives back its label image, so corrected outlines do not grow by half a pixel all round
+    (+40 % area for a 5 px particle) when they become truth or training targets."""
+    from particlesnn.export import labelme
+
+    yy, xx = np.mgrid[0:40, 0:50]
+    lab = np.zeros((40, 50), np.int32)
+    for k, (cy, cx, r) in enumerate(((10, 10, 2.5), (25, 30, 6), (8, 40, 4)), start=1):
+        lab[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = k
+    labelme.write(tmp_path / "s.labelme.json", lab, "s.image.png", tolerance=0)
+    np.testing.assert_array_equal(read_labelme_folder(tmp_path)["s.labelme"].labels, lab)
 
 
 def test_nothing_found(tmp_path):

@@ -295,37 +295,21 @@ def read_coco(path: str | Path, images_dir: str | Path | None = None) -> dict[st
 # --------------------------------------------------------------------------- LabelMe
 
 def read_labelme(path: str | Path) -> GroundTruth:
-    """One LabelMe JSON (polygon / rectangle / circle shapes) -> instance labels."""
-    from skimage.draw import disk, polygon
+    """One LabelMe JSON (polygon / rectangle / circle shapes) -> instance labels.
+
+    Rasterised as every reader of the project does (:mod:`particlesnn.polygons`: pixel corners
+    at integer coordinates, a pixel belongs where its centre is inside), so a file written by
+    ``analyze`` reads back as its label image, for ``evaluate`` and training as for ``measure``.
+    """
+    from particlesnn.export import labelme
 
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         h, w = int(data["imageHeight"]), int(data["imageWidth"])
-        shapes = data.get("shapes", [])
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise InputError(path, f"not a LabelMe JSON: {err}") from None
-    labels = np.zeros((h, w), dtype=np.int32)
-    k = 0
-    for s in shapes:
-        kind = s.get("shape_type") or "polygon"
-        try:
-            pts = np.asarray(s["points"], dtype=np.float64).reshape(-1, 2)  # x, y
-        except (KeyError, ValueError, TypeError):
-            raise InputError(path, f"shape {s.get('label')!r}: bad points") from None
-        if kind == "polygon" and len(pts) >= 3:
-            rr, cc = polygon(pts[:, 1], pts[:, 0], shape=(h, w))
-        elif kind == "rectangle" and len(pts) == 2:
-            (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
-            rr, cc = polygon([y0, y0, y1, y1], [x0, x1, x1, x0], shape=(h, w))
-        elif kind == "circle" and len(pts) == 2:
-            r = float(np.hypot(*(pts[1] - pts[0])))
-            rr, cc = disk((pts[0, 1], pts[0, 0]), r, shape=(h, w))
-        else:
-            continue  # points, lines: no area
-        if rr.size:
-            k += 1
-            labels[rr, cc] = k
+    labels = labelme.read(path, (h, w))
     image = None
     if data.get("imagePath"):
         cand = path.parent / str(data["imagePath"])
