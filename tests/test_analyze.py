@@ -185,6 +185,46 @@ def test_edited_annotations_change_the_count(synthetic_folder, tmp_path):
     assert len(pd.read_csv(back / "particles.csv")) == 16 - 2
 
 
+def test_contours_edited_in_imagej_are_measured(synthetic_folder, tmp_path):
+    """An analyze folder holds each image's contours twice (LabelMe, ImageJ): the one the user
+    edited is read; both edited and disagreeing: refused, not one picked at random."""
+    from roifile import roiread, roiwrite
+
+    d, _ = synthetic_folder
+    f = d / "field0.gsf"
+    out = tmp_path / "out"
+    assert _run(["analyze", str(f), "--out", str(out), "--method", "watershed"]).exit_code == 0
+    roi_zip, lm = out / "rois" / "field0.roi.zip", out / "field0.labelme.json"
+
+    def remeasured(tag, annotations=out, files=(f,)):
+        back = tmp_path / tag
+        res = _run(["measure", *map(str, files), "--annotations", str(annotations), "--out", str(back)])
+        return res, (len(pd.read_csv(back / "particles.csv")) if res.exit_code == 0 else None)
+
+    res, n = remeasured("untouched")  # both as written: the same contours
+    assert n == 16 and "contours from" in res.output, res.output
+    rois = roiread(roi_zip)
+    roi_zip.unlink()
+    roiwrite(roi_zip, rois[:-2])  # the user deletes two particles in Fiji's ROI Manager
+    res, n = remeasured("imagej")
+    assert n == 14, res.output
+    assert "field0.roi.zip" in res.output
+    fiji = tmp_path / "RoiSet.zip"  # Fiji's own name for a saved ROI set: one image, its file
+    roiwrite(fiji, rois[:-3])
+    assert remeasured("roiset", fiji)[1] == 13
+    res, _ = remeasured("roiset2", fiji, files=(f, d / "field1.gsf"))  # names no image of two
+    assert "ImageJ ROIs name no image" in res.output
+    doc = json.loads(lm.read_text())
+    doc["shapes"] = doc["shapes"][:-1]  # ... and one in LabelMe, differently
+    lm.write_text(json.dumps(doc))
+    res, n = remeasured("both")
+    assert res.exit_code == 1 and "both were edited" in res.output, res.output
+    roi_zip.unlink()
+    roiwrite(roi_zip, rois)  # the ImageJ file put back: the LabelMe edit counts
+    res, n = remeasured("labelme")
+    assert n == 15 and "field0.labelme.json" in res.output, res.output
+
+
 def test_groups_are_compared(tmp_path):
     """Two treatments with different particle sizes: the group table and the tests see it."""
     root = tmp_path / "in"

@@ -225,6 +225,19 @@ def test_labelme_folder_source_oriented_by_its_contours(tmp_path):
     lab = np.zeros((40, 50), np.int32)
     lab[10:20, 10:20] = 1
     assert particles_dark(img, lab) and not particles_dark(255 - img, lab)
+    # s0's contours then edited in ImageJ (rois/s0.roi.zip, as analyze writes it): a particle
+    # added there is learnt, the unedited LabelMe file does not hide it
+    from particlesnn.export import imagej, labels as labels_io
+
+    labels_io.write_labels(tmp_path / "s0.labels.tif", lab)
+    imagej.write(tmp_path / "rois" / "s0.roi.zip", lab)  # as analyze wrote it
+    assert sum(x.targets[0].sum() for x in load_source(tmp_path, "train")) == pytest.approx(
+        sum(x.targets[0].sum() for x in train))
+    edited = lab.copy()
+    edited[25:35, 30:40] = 2
+    imagej.write(tmp_path / "rois" / "s0.roi.zip", edited)
+    found = [int((x.targets[0] > 127).sum()) for x in load_source(tmp_path, "train") + load_source(tmp_path, "val")]
+    assert sorted(found)[-1] > 1.8 * sorted(found)[0], found
 
 
 def test_bad_training_sources_say_what_is_wrong(tmp_path):

@@ -402,7 +402,7 @@ def test_downloads(done_image):
     assert client.get(f"/api/images/{iid}/download/csv?version=7").status_code == 404
 
 
-def test_import_edited_annotations(done_image):
+def test_import_edited_annotations(done_image, tmp_path):
     client, _, iid = done_image
     doc = client.get(f"/api/images/{iid}/download/labelme").json()
     doc["shapes"] = doc["shapes"][:3]  # someone deleted one particle in LabelMe
@@ -414,8 +414,21 @@ def test_import_edited_annotations(done_image):
         raw = client.get(f"/api/images/{iid}/download/{kind}").content
         r = up(f"{kind}.json", raw)
         assert r.status_code == 200 and r.json()["count"] == 3, kind
+    # the ImageJ ROIs the page offers, one ROI deleted in Fiji's ROI Manager
+    from roifile import roiread, roiwrite
+
+    zpath = tmp_path / "rois.zip"
+    zpath.write_bytes(client.get(f"/api/images/{iid}/download/imagej").content)
+    rois = roiread(zpath)
+    zpath.unlink()
+    roiwrite(zpath, rois[:2])
+    r = up("RoiSet.zip", zpath.read_bytes())
+    assert r.status_code == 200 and r.json()["count"] == 2, r.text
+    roiwrite(zpath.with_suffix(".roi"), rois[0])  # a single ROI file
+    assert up("one.roi", zpath.with_suffix(".roi").read_bytes()).json()["count"] == 1
+    assert up("bad.zip", b"PK\x03\x04 truncated").status_code == 422
     log = client.get(f"/api/images/{iid}/edits").json()["edits"]
-    assert [e["action"] for e in log] == ["import"] * 3 and log[0]["user"] == "bo"
+    assert [e["action"] for e in log] == ["import"] * 5 and log[0]["user"] == "bo"
     doc["imageHeight"] = 100
     assert up("wrong.json", json.dumps(doc).encode()).status_code == 422
     assert up("junk.json", b"{not json").status_code == 422

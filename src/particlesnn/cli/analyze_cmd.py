@@ -237,10 +237,10 @@ def _plain(v: float) -> str:
     return f"{v:.0f}" if v == v and 1e3 <= abs(v) < 1e7 else f"{v:.4g}"
 
 
-def _summary_table(results, failed, set_stats):
+def _summary_table(results, failed, set_stats, command: str = "analyze"):
     from rich.table import Table
 
-    t = Table(title="particlesnn analyze", show_lines=False)
+    t = Table(title=f"particlesnn {command}", show_lines=False)
     for c in ("image", "particles", "density", "mean d ± SEM", "seconds", "notes"):
         t.add_column(c, justify="right" if c not in ("image", "notes") else "left")
 
@@ -415,7 +415,8 @@ def analyze(
 def measure(
     images: list[str] = typer.Argument(..., help="Image files the annotations belong to."),
     annotations: Path = typer.Option(..., "--annotations", "-a",
-                                     help="Edited LabelMe JSON (file or folder), VIA or COCO JSON."),
+                                     help="Edited contours: a LabelMe JSON, a folder (LabelMe JSONs, "
+                                          "ImageJ rois/S.roi.zip), a VIA or COCO JSON, an ImageJ ROI zip."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
     pixel_size: Optional[float] = typer.Option(None, "--pixel-size", help="Override pixel size, nm/px."),
     polarity: Optional[str] = typer.Option(None, help="auto | bright | dark (default auto)."),
@@ -426,11 +427,11 @@ def measure(
     config: Optional[Path] = typer.Option(None, help="YAML options (e.g. the config.yaml of the analyze run)."),
     overwrite: bool = typer.Option(False),
 ) -> None:
-    """Re-import edited contours (LabelMe / VIA / COCO) and recompute measures and statistics."""
+    """Re-import edited contours (LabelMe / VIA / COCO / ImageJ) and recompute measures and statistics."""
     import yaml
 
     from particlesnn import io
-    from particlesnn.export.annotations import read_annotations
+    from particlesnn.export.annotations import image_key, read_annotations
     from particlesnn.export.results import write_image_outputs, write_set_outputs
     from particlesnn.pipeline import prepare_for_labels, remeasure
 
@@ -444,11 +445,19 @@ def measure(
     _prepare_out(out, overwrite)
     (out / "config.yaml").write_text(yaml.safe_dump(opts.to_dict(), sort_keys=False))
     results, failed = [], []
+    err_console = make_console(stderr=True)
+    one_roi_file = annotations.suffix.lower() in (".zip", ".roi") and annotations.is_file()
     for f, name in zip(files, output_names(files)):
         try:
             hm = io.read(f, channel=opts.channel)
             io.validate(hm, hm.source)
-            labels = read_annotations(annotations, name, hm.data.shape)  # as analyze named it
+            # one ROI zip names no image: it is the only image's, or the one named like it
+            if one_roi_file and len(files) > 1 and image_key(annotations.name) != image_key(name):
+                raise InputError(annotations, f"ImageJ ROIs name no image and this zip is not "
+                                              f"named {name}.roi.zip: measure {name} on its own")
+            # images are looked up as analyze named them
+            labels, source = read_annotations(annotations, name, hm.data.shape, with_source=True)
+            err_console.print(f"{name}: contours from {source}", highlight=False, soft_wrap=True)
             levelled, pol = prepare_for_labels(hm, opts, labels)
             r = remeasure(levelled, labels, None, opts, heightmap=hm)
             r.polarity = pol
@@ -458,11 +467,11 @@ def measure(
             results.append(r)
         except InputError as err:
             failed.append((str(f), err.problem))
-            say_failed(make_console(stderr=True), f, err.problem, alone=len(files) == 1)
+            say_failed(err_console, f, err.problem, alone=len(files) == 1)
     set_stats = write_set_outputs(results, out, options=opts.to_dict(), failed=failed,
                                   include_border=opts.include_border)
     if not results:
         raise typer.Exit(code=1)
-    make_console().print(_summary_table(results, failed, set_stats))
+    make_console().print(_summary_table(results, failed, set_stats, "measure"))
     if failed:
         raise typer.Exit(code=1)

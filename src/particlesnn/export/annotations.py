@@ -1,8 +1,13 @@
-"""Read edited annotations back (LabelMe, VIA, COCO) as the label image of one image.
+"""Read edited annotations back (LabelMe, VIA, COCO, ImageJ ROIs) as the label image of one image.
 
 Annotation files name their image (``imagePath`` / ``filename`` / ``file_name``); an image is
 matched by stem, with the suffixes our exports add (``S.image.png``, ``S.overlay.png``,
-``S.labelme.json``) taken off, so ``scan.sxm`` matches annotations of ``scan.image.png``.
+``S.labelme.json``, ``S.roi.zip``) taken off, so ``scan.sxm`` matches annotations of
+``scan.image.png``. ImageJ ROI files name no image: ``S.roi.zip`` belongs to ``S``.
+
+An ``analyze`` output folder holds each image's contours twice, ``S.labelme.json`` and
+``rois/S.roi.zip``, and a user edits one of them. Both are read; where they disagree, the one
+that no longer reads as ``S.labels.tif`` written through the same format is the edited one.
 """
 from __future__ import annotations
 
@@ -12,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from particlesnn.errors import InputError
-from particlesnn.export import coco, labelme, via
+from particlesnn.export import coco, imagej, labelme, via
 
-_OWN_SUFFIXES = (".image", ".overlay", ".labelme")
+_OWN_SUFFIXES = (".image", ".overlay", ".labelme", ".roi")
+_ROI_SUFFIXES = (".zip", ".roi")
 
 
 def image_key(name: str) -> str:
@@ -38,39 +44,97 @@ def _kind(doc) -> str:
     return "unknown"
 
 
-def read_annotations(path: str | Path, image: str, shape: tuple[int, int]) -> np.ndarray:
+def read_annotations(path: str | Path, image: str, shape: tuple[int, int], *,
+                     with_source: bool = False):
     """Label image (int32, 0 = background) of ``image`` (a stem or file name) from ``path``.
 
-    ``path`` is a LabelMe JSON, a folder of LabelMe JSONs, a VIA project/export JSON or a COCO
-    JSON. ``shape`` (rows, cols) is the image's shape. Raises :class:`InputError` when the
-    annotations do not cover that image or cannot be read.
+    ``path`` is a LabelMe JSON, a folder of LabelMe JSONs and/or ImageJ ROI zips (an
+    ``analyze`` output folder: ``S.labelme.json``, ``rois/S.roi.zip``), a VIA project/export
+    JSON, a COCO JSON, or one ImageJ ROI zip / ``.roi`` (Fiji's ``RoiSet.zip``). ``shape``
+    (rows, cols) is the image's shape. Raises :class:`InputError` when the annotations do not
+    cover that image or cannot be read, and when a folder's LabelMe and ImageJ contours of the
+    image were both edited and disagree. ``with_source=True`` returns ``(labels, file read)``.
     """
-    path = Path(path)
+    labels, where = _locate(Path(path), image, shape)
+    labels = _checked(labels, shape, where)
+    return (labels, where) if with_source else labels
+
+
+def _locate(path: Path, image: str, shape) -> tuple[np.ndarray, Path]:
     key = image_key(image)
     if path.is_dir():
-        for f in sorted(path.glob("*.json")):
-            try:
-                doc = json.loads(f.read_text())
-            except (OSError, ValueError):
-                continue
-            if _kind(doc) == "labelme" and (image_key(doc.get("imagePath", "")) == key
-                                            or image_key(f.name) == key):
-                return _checked(labelme.read(f, shape), shape, f)
-        raise InputError(path, f"no LabelMe JSON for image {key!r} in this folder")
+        return _from_folder(path, key, shape)
+    if path.suffix.lower() in _ROI_SUFFIXES:
+        return imagej.read(path, shape), path
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise InputError(path, f"cannot read annotation JSON ({err})") from None
     kind = _kind(doc)
     if kind == "labelme":
-        return _checked(labelme.read(path, shape), shape, path)
+        return labelme.read(path, shape), path
     if kind in ("via", "coco"):
         sets = via.read(path, shape) if kind == "via" else coco.read(path)
         for name, lab in sets.items():
             if image_key(name) == key:
-                return _checked(lab, shape, path)
+                return lab, path
         raise InputError(path, f"no annotations for image {key!r} (it has {len(sets)} image(s))")
-    raise InputError(path, "not a LabelMe, VIA or COCO annotation file")
+    raise InputError(path, "not a LabelMe, VIA, COCO or ImageJ ROI annotation file")
+
+
+def _from_folder(folder: Path, key: str, shape) -> tuple[np.ndarray, Path]:
+    found: dict[str, tuple[np.ndarray, Path]] = {}
+    for f in sorted(folder.glob("*.json")):
+        try:
+            doc = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if _kind(doc) == "labelme" and (image_key(doc.get("imagePath", "")) == key
+                                        or image_key(f.name) == key):
+            found["labelme"] = (_checked(labelme.read(f, shape), shape, f), f)
+            break
+    for f in (folder / "rois" / f"{key}.roi.zip", folder / f"{key}.roi.zip", folder / f"{key}.roi"):
+        if f.is_file():
+            found["imagej"] = (_checked(imagej.read(f, shape), shape, f), f)
+            break
+    if not found:
+        raise InputError(folder, f"no LabelMe JSON or ImageJ ROI zip for image {key!r} in this folder")
+    if len(found) == 1 or np.array_equal(found["labelme"][0], found["imagej"][0]):
+        return found.get("labelme", found.get("imagej"))
+    (lm, lm_path), (ij, ij_path) = found["labelme"], found["imagej"]
+    edited = _edited(folder / f"{key}.labels.tif", lm, ij, shape)
+    if edited == "labelme":
+        return lm, lm_path
+    if edited == "imagej":
+        return ij, ij_path
+    raise InputError(folder, f"{lm_path.relative_to(folder)} and {ij_path.relative_to(folder)} "
+                             f"disagree and {edited}: pass the edited one with --annotations")
+
+
+def _edited(labels_tif: Path, lm: np.ndarray, ij: np.ndarray, shape) -> str:
+    """Which of two disagreeing readings differs from the analysis's own labels ("labelme",
+    "imagej"), or why that cannot be told."""
+    import tempfile
+
+    from particlesnn.export import labels as labels_io
+
+    if not labels_tif.is_file():
+        return f"there is no {labels_tif.name} to tell which was edited"
+    try:
+        orig = labels_io.read_labels(labels_tif)
+    except InputError:
+        return f"{labels_tif.name} is unreadable"
+    if orig.shape != tuple(shape) or not orig.any():
+        return f"{labels_tif.name} does not belong to this image"
+    with tempfile.TemporaryDirectory() as tmp:  # the analysis's contours, read as each format
+        lm0 = labelme.read(labelme.write(Path(tmp) / "a.json", orig), shape)
+        ij0 = imagej.read(imagej.write(Path(tmp) / "a.roi.zip", orig), shape)
+    lm_edited, ij_edited = not np.array_equal(lm, lm0), not np.array_equal(ij, ij0)
+    if lm_edited and not ij_edited:
+        return "labelme"
+    if ij_edited and not lm_edited:
+        return "imagej"
+    return "both were edited" if lm_edited else "neither reads as the analysis's labels"
 
 
 def _checked(labels: np.ndarray, shape, where: Path) -> np.ndarray:

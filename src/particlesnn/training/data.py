@@ -277,7 +277,9 @@ def load_labelme_folder(folder: Path, part: str = "train", limit: int | None = N
                         scale: int = 1) -> list[Sample]:
     """Samples from a folder of LabelMe JSON files: each one's image is its ``imagePath``
     (relative to the JSON file) or, when that file is missing, its embedded ``imageData``;
-    ``part`` as :func:`load_label_folder` (every 4th sorted stem is validation)."""
+    ``part`` as :func:`load_label_folder` (every 4th sorted stem is validation). In an
+    ``analyze`` output folder an image's ``rois/S.roi.zip`` edited in ImageJ counts over the
+    unedited LabelMe file (:func:`particlesnn.export.annotations.read_annotations`)."""
     import base64
     import io as _io
 
@@ -304,6 +306,13 @@ def load_labelme_folder(folder: Path, part: str = "train", limit: int | None = N
             with Image.open(_io.BytesIO(base64.b64decode(doc["imageData"]))) as im:
                 img = _grey(np.asarray(im))
         labels = gt.labels
+        if (Path(folder) / "rois").is_dir():  # analyze's output: contours edited in ImageJ?
+            from particlesnn.export.annotations import image_key, read_annotations
+
+            try:
+                labels = read_annotations(Path(folder), image_key(j.name), labels.shape)
+            except InputError as err:
+                raise ValueError(str(err)) from None
         if img.shape != labels.shape:
             raise ValueError(f"{j}: image is {img.shape[1]} x {img.shape[0]} px, the annotation "
                              f"says {labels.shape[1]} x {labels.shape[0]}")

@@ -819,15 +819,15 @@ def create_app(data_dir: str | Path, **limits: Any) -> FastAPI:
 
     @app.post(
         "/api/images/{image_id}/annotations",
-        summary="Replace the outlines by an edited LabelMe, VIA or COCO file, and remeasure",
+        summary="Replace the outlines by an edited LabelMe, VIA, COCO or ImageJ ROI file, and remeasure",
         openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {
             "schema": {"type": "object", "required": ["file"], "properties": {
                 "file": {"type": "string", "format": "binary"},
-                "format": {"type": "string", "enum": ["auto", "labelme", "via", "coco"]},
+                "format": {"type": "string", "enum": ["auto", "labelme", "via", "coco", "imagej"]},
                 "user": {"type": "string"}}}}}}},
     )
     async def api_annotations(image_id: str, request: Request):
-        """Read the outlines from the file (format auto-detected from its JSON content)."""
+        """Read the outlines from the file (format auto-detected from its content)."""
         raw, display, fields = await _one_file_form(request, 10, "annotations.json")
         fmt = str(fields.get("format") or "auto")
         user = str(fields.get("user") or request.headers.get("x-user") or "")

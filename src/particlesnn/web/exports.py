@@ -150,10 +150,26 @@ def import_labels(raw: bytes, fmt: str, display: str, shape: tuple[int, int],
                   original: str) -> tuple[np.ndarray, str]:
     """Label image (rows, cols int32, 1..n) from an uploaded annotation file.
 
-    ``fmt``: ``auto`` (from the JSON structure), ``labelme``, ``via`` or ``coco``. VIA and COCO
-    files may hold several images: the one named ``<stem>.png`` (or with the uploaded file's
-    stem) is used, or the only one. Raises :class:`InputError` naming ``display``.
+    ``fmt``: ``auto`` (from the content), ``labelme``, ``via``, ``coco`` or ``imagej`` (a ROI
+    zip or one ``.roi``, as the page's "ImageJ ROIs" download; ROIs name no image: they are
+    this image's). VIA and COCO files may hold several images: the one named ``<stem>.png``
+    (or with the uploaded file's stem) is used, or the only one. Raises :class:`InputError`
+    naming ``display``.
     """
+    rows, cols = int(shape[0]), int(shape[1])
+    if raw[:4] in (b"PK\x03\x04", b"Iout") or fmt == "imagej":  # zip / ImageJ ROI magic
+        if fmt not in ("auto", "", None, "imagej"):
+            raise InputError(display, f"looks like an ImageJ ROI file, not {fmt}")
+        from particlesnn.export import imagej
+
+        with tempfile.TemporaryDirectory(prefix="pnn-import-") as tmp:
+            path = Path(tmp) / ("rois.zip" if raw[:2] == b"PK" else "roi.roi")
+            path.write_bytes(raw)
+            try:
+                labels = imagej.read(path, (rows, cols))
+            except InputError as err:
+                raise InputError(display, err.problem) from None
+        return labels.astype(np.int32), "imagej"
     try:
         doc = json.loads(raw.decode("utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -161,13 +177,12 @@ def import_labels(raw: bytes, fmt: str, display: str, shape: tuple[int, int],
     try:
         found = detect_format(doc)
     except InputError:
-        raise InputError(display, "not a LabelMe, VIA or COCO annotation file") from None
+        raise InputError(display, "not a LabelMe, VIA, COCO or ImageJ ROI annotation file") from None
     if fmt not in ("auto", "", None):
         if fmt not in ("labelme", "via", "coco"):
-            raise InputError(display, f"unknown format {fmt!r}; choose labelme, via or coco")
+            raise InputError(display, f"unknown format {fmt!r}; choose labelme, via, coco or imagej")
         if fmt != found:
             raise InputError(display, f"looks like {found}, not {fmt}")
-    rows, cols = int(shape[0]), int(shape[1])
     with tempfile.TemporaryDirectory(prefix="pnn-import-") as tmp:
         path = Path(tmp) / display
         path.write_bytes(raw)
