@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import ndimage as ndi
 from typer.testing import CliRunner
 
 from particlesnn import HeightMap, io
@@ -218,11 +219,45 @@ def test_contours_edited_in_imagej_are_measured(synthetic_folder, tmp_path):
     doc["shapes"] = doc["shapes"][:-1]  # ... and one in LabelMe, differently
     lm.write_text(json.dumps(doc))
     res, n = remeasured("both")
-    assert res.exit_code == 1 and "both were edited" in res.output, res.output
+    assert res.exit_code == 1 and "labelme and imagej were edited" in res.output, res.output
     roi_zip.unlink()
     roiwrite(roi_zip, rois)  # the ImageJ file put back: the LabelMe edit counts
     res, n = remeasured("labelme")
     assert n == 15 and "field0.labelme.json" in res.output, res.output
+
+
+def test_gwyddion_file_with_mask_round_trip(synthetic_folder, tmp_path):
+    """--gwyddion writes gwy/S.gwy (the levelled map in nm, the particles as its mask); the
+    mask edited in Gwyddion is what measure then reads, from the folder or the file."""
+    import gwyfile
+
+    d, _ = synthetic_folder
+    f = d / "field0.gsf"
+    out = tmp_path / "out"
+    res = _run(["analyze", str(f), "--out", str(out), "--method", "watershed", "--gwyddion"])
+    assert res.exit_code == 0, res.output
+    gwy = out / "gwy" / "field0.gwy"
+    hm = io.read(gwy)
+    assert hm.unit == "nm" and np.allclose(hm.pixel_size, io.read(f).pixel_size)
+    assert "gwyddion: true" in (out / "config.yaml").read_text()
+    assert "gwy/field0.gwy" in json.loads((out / "field0.summary.json").read_text())["files"].values()
+    res = _run(["measure", str(f), "-a", str(out), "--out", str(tmp_path / "same")])
+    assert res.exit_code == 0 and "field0.labelme.json" in res.output, res.output  # unedited
+    assert len(pd.read_csv(tmp_path / "same" / "particles.csv")) == 16
+    obj = gwyfile.load(str(gwy))  # the user unmasks two grains in Gwyddion and saves
+    mask = np.asarray(obj["/0/mask"].data)
+    grains, n = ndi.label(mask > 0.5)
+    assert n == 16
+    obj["/0/mask"].data = np.where(np.isin(grains, [3, 7]), 0.0, mask)
+    obj.tofile(str(gwy))
+    for tag, ann in (("folder", out), ("file", gwy)):
+        res = _run(["measure", str(f), "-a", str(ann), "--out", str(tmp_path / tag)])
+        assert res.exit_code == 0 and "field0.gwy" in res.output, res.output
+        assert len(pd.read_csv(tmp_path / tag / "particles.csv")) == 14
+    # a run without --gwyddion in the same folder removes the stale file
+    assert _run(["analyze", str(f), "--out", str(out), "--method", "watershed",
+                 "--overwrite"]).exit_code == 0
+    assert not gwy.exists()
 
 
 def test_groups_are_compared(tmp_path):

@@ -7,6 +7,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
 from particlesnn import HeightMap, InputError
 from particlesnn.export import coco, imagej, labelme, labels as labels_io, overlay, report, via
@@ -213,6 +214,43 @@ def test_imagej_zip_reads_in_roifile_and_round_trips(tmp_path, lab30):
     (tmp_path / "x.zip").write_bytes(b"PK nonsense")
     with pytest.raises(InputError, match="x.zip"):
         imagej.read(tmp_path / "x.zip", (10, 10))
+
+
+# ---------------------------------------------------------------- Gwyddion
+def test_gwyddion_mask_keeps_touching_particles_apart(tmp_path):
+    """Three particles in a row touching edge to edge and one alone: four Gwyddion grains
+    (4-connected), each particle losing only the pixels it shares an edge with a lower id;
+    the channel reads back as the map (nm, nm/px) with our own reader."""
+    from particlesnn import HeightMap
+    from particlesnn import io as pio
+    from particlesnn.export import gwyddion
+
+    lab = np.zeros((30, 40), np.int32)
+    lab[5:15, 2:10], lab[5:15, 10:18], lab[8:12, 18:22] = 1, 2, 3  # 1|2|3 touching
+    lab[20:27, 25:35] = 4
+    lab[15, 9] = 2  # a stray pixel of 2 under 1's pixel (14, 9): it touches 1 too
+    mask = gwyddion.grain_mask(lab)
+    grains, n = ndi.label(mask)
+    assert n == 4
+    for k in range(1, 5):  # one grain per particle, holding nearly all its pixels
+        assert len(np.unique(grains[(lab == k) & mask])) == 1
+    assert (lab == 1).sum() == ((lab == 1) & mask).sum()  # the lowest id keeps every pixel
+    assert ((lab == 2) & ~mask).sum() == 10 + 1  # its column at x=10 and the pixel under 1
+    assert ((lab == 4) & ~mask).sum() == 0
+    z = np.linspace(0, 3, 30 * 40).reshape(30, 40)
+    hm = HeightMap(z, pixel_size=(0.25, 0.25))
+    p = gwyddion.write(tmp_path / "gwy" / "s.gwy", hm, lab)
+    back = gwyddion.read(p, lab.shape)
+    assert back.max() == 4 and np.array_equal(back > 0, mask)
+    ch = pio.read(p)
+    assert ch.unit == "nm" and np.allclose(ch.data, z) and np.allclose(ch.pixel_size, 0.25)
+    with pytest.raises(InputError, match="mask is 40 x 30 px"):
+        gwyddion.read(p, (40, 40))
+    with pytest.raises(InputError, match="labels are"):
+        gwyddion.write(tmp_path / "x.gwy", hm, lab[:-1])
+    (tmp_path / "junk.gwy").write_bytes(b"GWYP" + b"\x00" * 7)
+    with pytest.raises(InputError, match="junk.gwy"):
+        gwyddion.read(tmp_path / "junk.gwy", lab.shape)
 
 
 # ---------------------------------------------------------------- overlay

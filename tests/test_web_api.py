@@ -427,8 +427,26 @@ def test_import_edited_annotations(done_image, tmp_path):
     roiwrite(zpath.with_suffix(".roi"), rois[0])  # a single ROI file
     assert up("one.roi", zpath.with_suffix(".roi").read_bytes()).json()["count"] == 1
     assert up("bad.zip", b"PK\x03\x04 truncated").status_code == 422
+    # the Gwyddion download: the levelled map with the particles as its mask; a grain
+    # unmasked in Gwyddion comes back as a particle fewer
+    import gwyfile
+
+    g = client.get(f"/api/images/{iid}/download/gwy")
+    assert g.status_code == 200 and g.content[:4] == b"GWYP"
+    assert '_particles.gwy"' in g.headers["content-disposition"]
+    gpath = tmp_path / "mask.gwy"
+    gpath.write_bytes(g.content)
+    obj = gwyfile.load(str(gpath))
+    mask = np.asarray(obj["/0/mask"].data)
+    from scipy import ndimage as ndi
+
+    grains, n = ndi.label(mask > 0.5)
+    assert n == 1  # the version just loaded: one particle
+    obj["/0/mask"].data = np.zeros_like(mask)
+    obj.tofile(str(gpath))
+    assert up("mask.gwy", gpath.read_bytes()).json()["count"] == 0
     log = client.get(f"/api/images/{iid}/edits").json()["edits"]
-    assert [e["action"] for e in log] == ["import"] * 5 and log[0]["user"] == "bo"
+    assert [e["action"] for e in log] == ["import"] * 6 and log[0]["user"] == "bo"
     doc["imageHeight"] = 100
     assert up("wrong.json", json.dumps(doc).encode()).status_code == 422
     assert up("junk.json", b"{not json").status_code == 422

@@ -84,10 +84,11 @@ def process_image(task: ImageTask) -> dict[str, Any]:
     if rec_file.exists():
         rec_file.unlink()
     try:
-        r = analyze_file(f, AnalyzeOptions.from_dict(dict(task.options)))
+        opts = AnalyzeOptions.from_dict(dict(task.options))
+        r = analyze_file(f, opts)
         if r.name != task.name:  # two inputs with the same stem: name them apart
             r.output_name = task.name
-        paths = write_image_outputs(r, out)
+        paths = write_image_outputs(r, out, gwyddion=opts.gwyddion)
         rec = image_record(r, paths, out, source=str(f))
         write_image_record(out, rec)
     except InputError as err:

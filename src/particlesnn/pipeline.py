@@ -47,6 +47,8 @@ class AnalyzeOptions:
     model : detector for method "model": a model folder (``config.json`` + ``model.onnx``, e.g.
         one from ``particlesnn train`` or the model registry) or a shipped model's name; None
         = the shipped default.
+    gwyddion : also write ``gwy/S.gwy``, the levelled map with the particles as its Gwyddion
+        mask (:mod:`particlesnn.export.gwyddion`; off by default: 16 bytes per pixel).
     """
 
     method: str = "model"
@@ -62,6 +64,7 @@ class AnalyzeOptions:
     level: bool = True
     profile: str = "auto"
     model: str | None = None
+    gwyddion: bool = False
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:

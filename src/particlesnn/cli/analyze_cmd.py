@@ -301,6 +301,9 @@ def analyze(
     channel: Optional[str] = typer.Option(None, help="Channel of multi-channel files."),
     scale_bar: Optional[float] = typer.Option(None, "--scale-bar",
                                               help="Plain images: length (nm) of the burnt-in scale bar."),
+    gwyddion: Optional[bool] = typer.Option(None, "--gwyddion/--no-gwyddion",
+                                            help="Also write gwy/S.gwy: the levelled map with the "
+                                                 "particles as its Gwyddion mask (default off)."),
     config: Optional[Path] = typer.Option(None, help="YAML file with any of these options."),
     groups: Optional[Path] = typer.Option(None, help="CSV mapping image -> group (columns: image, group) "
                                                      "to compare samples/treatments."),
@@ -332,7 +335,7 @@ def analyze(
     opts = _options(config, dict(method=method, profile=profile, model=model, diameter=diameter, pixel_size=pixel_size,
                                  polarity=polarity, min_size=min_size, max_size=max_size,
                                  include_border=include_border, refine=refine, channel=channel,
-                                 scale_bar=scale_bar))
+                                 scale_bar=scale_bar, gwyddion=gwyddion))
     if scheduler is None:
         scheduler = _load_config(config).get("scheduler")
     if resume and overwrite:
@@ -463,7 +466,7 @@ def measure(
             r.polarity = pol
             if name != r.name:  # the same scan name in several folders
                 r.output_name = name
-            write_image_outputs(r, out)
+            write_image_outputs(r, out, gwyddion=opts.gwyddion)
             results.append(r)
         except InputError as err:
             failed.append((str(f), err.problem))

@@ -5,9 +5,12 @@ matched by stem, with the suffixes our exports add (``S.image.png``, ``S.overlay
 ``S.labelme.json``, ``S.roi.zip``) taken off, so ``scan.sxm`` matches annotations of
 ``scan.image.png``. ImageJ ROI files name no image: ``S.roi.zip`` belongs to ``S``.
 
-An ``analyze`` output folder holds each image's contours twice, ``S.labelme.json`` and
-``rois/S.roi.zip``, and a user edits one of them. Both are read; where they disagree, the one
-that no longer reads as ``S.labels.tif`` written through the same format is the edited one.
+An ``analyze`` output folder holds each image's contours two or three times
+(``S.labelme.json``, ``rois/S.roi.zip``, with ``--gwyddion`` the mask of ``gwy/S.gwy``), and a
+user edits one of them. All are read; where they disagree, the one that no longer reads as
+``S.labels.tif`` written through the same format is the edited one. Gwyddion masks keep
+touching particles apart by a one-pixel gap (:mod:`particlesnn.export.gwyddion`), so an
+unedited mask reads slightly smaller than the other two: it is told apart the same way.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from particlesnn.errors import InputError
-from particlesnn.export import coco, imagej, labelme, via
+from particlesnn.export import coco, gwyddion, imagej, labelme, via
 
 _OWN_SUFFIXES = (".image", ".overlay", ".labelme", ".roi")
 _ROI_SUFFIXES = (".zip", ".roi")
@@ -48,12 +51,12 @@ def read_annotations(path: str | Path, image: str, shape: tuple[int, int], *,
                      with_source: bool = False):
     """Label image (int32, 0 = background) of ``image`` (a stem or file name) from ``path``.
 
-    ``path`` is a LabelMe JSON, a folder of LabelMe JSONs and/or ImageJ ROI zips (an
-    ``analyze`` output folder: ``S.labelme.json``, ``rois/S.roi.zip``), a VIA project/export
-    JSON, a COCO JSON, or one ImageJ ROI zip / ``.roi`` (Fiji's ``RoiSet.zip``). ``shape``
+    ``path`` is a LabelMe JSON, a folder (an ``analyze`` output folder: ``S.labelme.json``,
+    ``rois/S.roi.zip``, ``gwy/S.gwy``), a VIA project/export JSON, a COCO JSON, one ImageJ ROI
+    zip / ``.roi`` (Fiji's ``RoiSet.zip``) or a Gwyddion ``.gwy`` with a mask. ``shape``
     (rows, cols) is the image's shape. Raises :class:`InputError` when the annotations do not
-    cover that image or cannot be read, and when a folder's LabelMe and ImageJ contours of the
-    image were both edited and disagree. ``with_source=True`` returns ``(labels, file read)``.
+    cover that image or cannot be read, and when a folder's copies of the image's contours
+    disagree and more than one was edited. ``with_source=True`` returns ``(labels, file read)``.
     """
     labels, where = _locate(Path(path), image, shape)
     labels = _checked(labels, shape, where)
@@ -66,6 +69,8 @@ def _locate(path: Path, image: str, shape) -> tuple[np.ndarray, Path]:
         return _from_folder(path, key, shape)
     if path.suffix.lower() in _ROI_SUFFIXES:
         return imagej.read(path, shape), path
+    if path.suffix.lower() == ".gwy":
+        return gwyddion.read(path, shape), path
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError) as err:
@@ -79,7 +84,7 @@ def _locate(path: Path, image: str, shape) -> tuple[np.ndarray, Path]:
             if image_key(name) == key:
                 return lab, path
         raise InputError(path, f"no annotations for image {key!r} (it has {len(sets)} image(s))")
-    raise InputError(path, "not a LabelMe, VIA, COCO or ImageJ ROI annotation file")
+    raise InputError(path, "not a LabelMe, VIA, COCO, ImageJ ROI or Gwyddion annotation file")
 
 
 def _from_folder(folder: Path, key: str, shape) -> tuple[np.ndarray, Path]:
@@ -97,26 +102,35 @@ def _from_folder(folder: Path, key: str, shape) -> tuple[np.ndarray, Path]:
         if f.is_file():
             found["imagej"] = (_checked(imagej.read(f, shape), shape, f), f)
             break
+    for f in (folder / "gwy" / f"{key}.gwy", folder / f"{key}.gwy"):
+        if f.is_file():
+            try:
+                found["gwyddion"] = (gwyddion.read(f, shape), f)
+            except InputError:
+                if f.parent.name != "gwy":  # the scan itself, no mask: not annotations
+                    continue
+                raise
+            break
     if not found:
-        raise InputError(folder, f"no LabelMe JSON or ImageJ ROI zip for image {key!r} in this folder")
-    if len(found) == 1 or np.array_equal(found["labelme"][0], found["imagej"][0]):
-        return found.get("labelme", found.get("imagej"))
-    (lm, lm_path), (ij, ij_path) = found["labelme"], found["imagej"]
-    edited = _edited(folder / f"{key}.labels.tif", lm, ij, shape)
-    if edited == "labelme":
-        return lm, lm_path
-    if edited == "imagej":
-        return ij, ij_path
-    raise InputError(folder, f"{lm_path.relative_to(folder)} and {ij_path.relative_to(folder)} "
-                             f"disagree and {edited}: pass the edited one with --annotations")
+        raise InputError(folder, f"no LabelMe JSON, ImageJ ROI zip or Gwyddion mask for image "
+                                 f"{key!r} in this folder")
+    first = next(iter(found.values()))
+    if all(np.array_equal(lab, first[0]) for lab, _ in found.values()):
+        return first
+    edited = _edited(folder / f"{key}.labels.tif", found, shape)
+    if edited in found:
+        return found[edited]
+    names = " and ".join(str(p.relative_to(folder)) for _, p in found.values())
+    raise InputError(folder, f"{names} disagree and {edited}: pass the edited one with --annotations")
 
 
-def _edited(labels_tif: Path, lm: np.ndarray, ij: np.ndarray, shape) -> str:
-    """Which of two disagreeing readings differs from the analysis's own labels ("labelme",
-    "imagej"), or why that cannot be told."""
+def _edited(labels_tif: Path, found: dict[str, tuple[np.ndarray, Path]], shape) -> str:
+    """Which of several disagreeing readings (``found``: format -> (labels, path)) differs from
+    the analysis's own labels written through its format, or why that cannot be told."""
     import tempfile
 
     from particlesnn.export import labels as labels_io
+    from particlesnn.heightmap import HeightMap
 
     if not labels_tif.is_file():
         return f"there is no {labels_tif.name} to tell which was edited"
@@ -126,15 +140,24 @@ def _edited(labels_tif: Path, lm: np.ndarray, ij: np.ndarray, shape) -> str:
         return f"{labels_tif.name} is unreadable"
     if orig.shape != tuple(shape) or not orig.any():
         return f"{labels_tif.name} does not belong to this image"
+    edited = []
     with tempfile.TemporaryDirectory() as tmp:  # the analysis's contours, read as each format
-        lm0 = labelme.read(labelme.write(Path(tmp) / "a.json", orig), shape)
-        ij0 = imagej.read(imagej.write(Path(tmp) / "a.roi.zip", orig), shape)
-    lm_edited, ij_edited = not np.array_equal(lm, lm0), not np.array_equal(ij, ij0)
-    if lm_edited and not ij_edited:
-        return "labelme"
-    if ij_edited and not lm_edited:
-        return "imagej"
-    return "both were edited" if lm_edited else "neither reads as the analysis's labels"
+        t = Path(tmp)
+        for fmt, (lab, _) in found.items():
+            if fmt == "labelme":
+                pristine = labelme.read(labelme.write(t / "a.json", orig), shape)
+            elif fmt == "imagej":
+                pristine = imagej.read(imagej.write(t / "a.roi.zip", orig), shape)
+            else:
+                pristine = gwyddion.read(gwyddion.write(
+                    t / "a.gwy", HeightMap(np.zeros(shape), pixel_size=None), orig), shape)
+            if not np.array_equal(lab, pristine):
+                edited.append(fmt)
+    if len(edited) == 1:
+        return edited[0]
+    if not edited:  # all as the analysis wrote them (a Gwyddion mask's gaps): any will do
+        return next(iter(found))
+    return f"{' and '.join(edited)} were edited"
 
 
 def _checked(labels: np.ndarray, shape, where: Path) -> np.ndarray:

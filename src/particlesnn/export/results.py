@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from particlesnn.export import coco, imagej, labelme, via
+from particlesnn.export import gwyddion as gwyddion_export
 from particlesnn.export.labels import write_labels, write_scores
 from particlesnn.export.overlay import render_overlay, write_heightmap_png
 
@@ -63,8 +64,10 @@ def image_row(result, *, source: str | None = None) -> dict[str, Any]:
     return row
 
 
-def write_image_outputs(result, outdir: str | Path, *, image_path: str | None = None) -> dict[str, Path]:
-    """Write one image's files into ``outdir``; returns {kind: path}."""
+def write_image_outputs(result, outdir: str | Path, *, image_path: str | None = None,
+                        gwyddion: bool = False) -> dict[str, Path]:
+    """Write one image's files into ``outdir``; returns {kind: path}. ``gwyddion``: also
+    ``gwy/S.gwy`` (the levelled map with the particles as its mask)."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     s = result.name
@@ -95,6 +98,11 @@ def write_image_outputs(result, outdir: str | Path, *, image_path: str | None = 
         paths["roi"] = imagej.write(roi, result.labels)
     elif roi.exists():  # left from an earlier, interrupted analysis of this image
         roi.unlink()
+    gwy = outdir / "gwy" / f"{s}.gwy"
+    if gwyddion:
+        paths["gwy"] = gwyddion_export.write(gwy, result.levelled, result.labels)
+    elif gwy.exists():  # from an earlier run of this folder with --gwyddion
+        gwy.unlink()
     return paths
 
 

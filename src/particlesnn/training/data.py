@@ -278,8 +278,9 @@ def load_labelme_folder(folder: Path, part: str = "train", limit: int | None = N
     """Samples from a folder of LabelMe JSON files: each one's image is its ``imagePath``
     (relative to the JSON file) or, when that file is missing, its embedded ``imageData``;
     ``part`` as :func:`load_label_folder` (every 4th sorted stem is validation). In an
-    ``analyze`` output folder an image's ``rois/S.roi.zip`` edited in ImageJ counts over the
-    unedited LabelMe file (:func:`particlesnn.export.annotations.read_annotations`)."""
+    ``analyze`` output folder an image's ``rois/S.roi.zip`` edited in ImageJ (or ``gwy/S.gwy``
+    in Gwyddion) counts over the unedited LabelMe file
+    (:func:`particlesnn.export.annotations.read_annotations`)."""
     import base64
     import io as _io
 
@@ -306,7 +307,8 @@ def load_labelme_folder(folder: Path, part: str = "train", limit: int | None = N
             with Image.open(_io.BytesIO(base64.b64decode(doc["imageData"]))) as im:
                 img = _grey(np.asarray(im))
         labels = gt.labels
-        if (Path(folder) / "rois").is_dir():  # analyze's output: contours edited in ImageJ?
+        if any((Path(folder) / d).is_dir() for d in ("rois", "gwy")):  # analyze's output: the
+            # contours may have been edited in ImageJ or Gwyddion instead
             from particlesnn.export.annotations import image_key, read_annotations
 
             try:

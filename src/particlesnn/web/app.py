@@ -702,7 +702,7 @@ def create_app(data_dir: str | Path, **limits: Any) -> FastAPI:
                                 headers=_attachment(row.original_name))
 
     @app.get("/api/images/{image_id}/download/{kind}",
-             summary="Download: csv, parquet, labelme, via, coco, labels (TIFF), imagej, overlay (PNG), report (HTML), map (PNG)")
+             summary="Download: csv, parquet, labelme, via, coco, labels (TIFF), imagej, gwy (Gwyddion, particles as mask), overlay (PNG), report (HTML), map (PNG)")
     def api_download(image_id: str, kind: str, version: int | None = None):
         """``version`` (optional): an earlier version from the edit log (0 = as analysed)."""
         if kind not in EXPORTS:
@@ -819,11 +819,11 @@ def create_app(data_dir: str | Path, **limits: Any) -> FastAPI:
 
     @app.post(
         "/api/images/{image_id}/annotations",
-        summary="Replace the outlines by an edited LabelMe, VIA, COCO or ImageJ ROI file, and remeasure",
+        summary="Replace the outlines by an edited LabelMe, VIA, COCO, ImageJ ROI or Gwyddion (mask) file, and remeasure",
         openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {
             "schema": {"type": "object", "required": ["file"], "properties": {
                 "file": {"type": "string", "format": "binary"},
-                "format": {"type": "string", "enum": ["auto", "labelme", "via", "coco", "imagej"]},
+                "format": {"type": "string", "enum": ["auto", "labelme", "via", "coco", "imagej", "gwy"]},
                 "user": {"type": "string"}}}}}}},
     )
     async def api_annotations(image_id: str, request: Request):
@@ -1063,13 +1063,14 @@ EXPORTS = {
     "coco": "application/json",
     "labels": "image/tiff",
     "imagej": "application/zip",
+    "gwy": "application/octet-stream",
     "overlay": "image/png",
     "report": "text/html",
     "map": "image/png",
 }
 EXPORT_EXT = {
     "csv": ".csv", "parquet": ".parquet", "labelme": ".json", "via": "_via.json",
-    "coco": "_coco.json", "labels": "_labels.tif", "imagej": "_rois.zip",
+    "coco": "_coco.json", "labels": "_labels.tif", "imagej": "_rois.zip", "gwy": "_particles.gwy",
     "overlay": "_overlay.png", "report": "_report.html", "map": ".png",
 }
 DOWNLOADS = {k: f"download/{k}" for k in EXPORTS}

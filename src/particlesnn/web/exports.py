@@ -29,8 +29,9 @@ def export_bytes(kind: str, folder: Path, original: str, labels: np.ndarray, sco
     """Bytes of one download of an image's current version.
 
     kind : ``labelme``, ``via``, ``coco`` (JSON referring to ``<stem>.png``, the map image),
-    ``labels`` (uint16 TIFF), ``imagej`` (ROI zip), ``overlay`` (PNG), ``report`` (HTML),
-    ``map`` (the height-map PNG the annotation files refer to).
+    ``labels`` (uint16 TIFF), ``imagej`` (ROI zip), ``gwy`` (Gwyddion: the levelled map with
+    the particles as its mask), ``overlay`` (PNG), ``report`` (HTML), ``map`` (the height-map
+    PNG the annotation files refer to).
     """
     png = image_png_name(original)
     if kind == "map":
@@ -59,6 +60,10 @@ def export_bytes(kind: str, folder: Path, original: str, labels: np.ndarray, sco
             from particlesnn.export import imagej
 
             written = imagej.write(out.with_suffix(".zip"), labels)
+        elif kind == "gwy":
+            from particlesnn.export import gwyddion
+
+            written = gwyddion.write(out.with_suffix(".gwy"), store.load_levelled(folder), labels)
         elif kind == "overlay":
             from particlesnn.export.overlay import render_overlay
 
@@ -150,13 +155,26 @@ def import_labels(raw: bytes, fmt: str, display: str, shape: tuple[int, int],
                   original: str) -> tuple[np.ndarray, str]:
     """Label image (rows, cols int32, 1..n) from an uploaded annotation file.
 
-    ``fmt``: ``auto`` (from the content), ``labelme``, ``via``, ``coco`` or ``imagej`` (a ROI
+    ``fmt``: ``auto`` (from the content), ``labelme``, ``via``, ``coco``, ``imagej`` (a ROI
     zip or one ``.roi``, as the page's "ImageJ ROIs" download; ROIs name no image: they are
-    this image's). VIA and COCO files may hold several images: the one named ``<stem>.png``
+    this image's) or ``gwy`` (the mask of a Gwyddion file, as the page's "Gwyddion" download). VIA and COCO files may hold several images: the one named ``<stem>.png``
     (or with the uploaded file's stem) is used, or the only one. Raises :class:`InputError`
     naming ``display``.
     """
     rows, cols = int(shape[0]), int(shape[1])
+    if raw[:4] == b"GWYP" or fmt == "gwy":  # Gwyddion: its mask
+        if fmt not in ("auto", "", None, "gwy"):
+            raise InputError(display, f"looks like a Gwyddion file, not {fmt}")
+        from particlesnn.export import gwyddion
+
+        with tempfile.TemporaryDirectory(prefix="pnn-import-") as tmp:
+            path = Path(tmp) / "mask.gwy"
+            path.write_bytes(raw)
+            try:
+                labels = gwyddion.read(path, (rows, cols))
+            except InputError as err:
+                raise InputError(display, err.problem) from None
+        return labels, "gwy"
     if raw[:4] in (b"PK\x03\x04", b"Iout") or fmt == "imagej":  # zip / ImageJ ROI magic
         if fmt not in ("auto", "", None, "imagej"):
             raise InputError(display, f"looks like an ImageJ ROI file, not {fmt}")
@@ -180,7 +198,7 @@ def import_labels(raw: bytes, fmt: str, display: str, shape: tuple[int, int],
         raise InputError(display, "not a LabelMe, VIA, COCO or ImageJ ROI annotation file") from None
     if fmt not in ("auto", "", None):
         if fmt not in ("labelme", "via", "coco"):
-            raise InputError(display, f"unknown format {fmt!r}; choose labelme, via, coco or imagej")
+            raise InputError(display, f"unknown format {fmt!r}; choose labelme, via, coco, imagej or gwy")
         if fmt != found:
             raise InputError(display, f"looks like {found}, not {fmt}")
     with tempfile.TemporaryDirectory(prefix="pnn-import-") as tmp:

@@ -348,7 +348,7 @@
   document.getElementById("import-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     const f = document.getElementById("import-file").files[0];
-    if (!f) return PNN.toast("Choose a LabelMe, VIA, COCO or ImageJ ROI file first", true);
+    if (!f) return PNN.toast("Choose a LabelMe, VIA, COCO, ImageJ ROI or Gwyddion file first", true);
     const fd = new FormData(); fd.append("file", f, f.name); fd.append("user", PNN.user());
     try { const r = await PNN.api(`${api}/annotations`, { method: "POST", body: fd }); apply(r); PNN.toast(`Loaded ${f.name}: ${r.count} particles`); }
     catch (err) { PNN.toast(err.message, true); }
