@@ -157,37 +157,19 @@ def import_labels(raw: bytes, fmt: str, display: str, shape: tuple[int, int],
 
     ``fmt``: ``auto`` (from the content), ``labelme``, ``via``, ``coco``, ``imagej`` (a ROI
     zip or one ``.roi``, as the page's "ImageJ ROIs" download; ROIs name no image: they are
-    this image's) or ``gwy`` (the mask of a Gwyddion file, as the page's "Gwyddion" download). VIA and COCO files may hold several images: the one named ``<stem>.png``
-    (or with the uploaded file's stem) is used, or the only one. Raises :class:`InputError`
+    this image's) or ``gwy`` (the mask of a Gwyddion file, as the page's "Gwyddion"
+    download). VIA and COCO files may hold several images: the one named ``<stem>.png`` (or
+    with the uploaded file's stem) is used, or the only one. Raises :class:`InputError`
     naming ``display``.
     """
     rows, cols = int(shape[0]), int(shape[1])
-    if raw[:4] == b"GWYP" or fmt == "gwy":  # Gwyddion: its mask
-        if fmt not in ("auto", "", None, "gwy"):
-            raise InputError(display, f"looks like a Gwyddion file, not {fmt}")
-        from particlesnn.export import gwyddion
-
-        with tempfile.TemporaryDirectory(prefix="pnn-import-") as tmp:
-            path = Path(tmp) / "mask.gwy"
-            path.write_bytes(raw)
-            try:
-                labels = gwyddion.read(path, (rows, cols))
-            except InputError as err:
-                raise InputError(display, err.problem) from None
-        return labels, "gwy"
-    if raw[:4] in (b"PK\x03\x04", b"Iout") or fmt == "imagej":  # zip / ImageJ ROI magic
-        if fmt not in ("auto", "", None, "imagej"):
-            raise InputError(display, f"looks like an ImageJ ROI file, not {fmt}")
-        from particlesnn.export import imagej
-
-        with tempfile.TemporaryDirectory(prefix="pnn-import-") as tmp:
-            path = Path(tmp) / ("rois.zip" if raw[:2] == b"PK" else "roi.roi")
-            path.write_bytes(raw)
-            try:
-                labels = imagej.read(path, (rows, cols))
-            except InputError as err:
-                raise InputError(display, err.problem) from None
-        return labels.astype(np.int32), "imagej"
+    binary = {"gwy": raw[:4] == b"GWYP", "imagej": raw[:4] in (b"PK\x03\x04", b"Iout")}
+    for kind, magic in binary.items():  # files that carry no image name: this image's
+        if magic or fmt == kind:
+            if fmt not in ("auto", "", None, kind):
+                raise InputError(display, f"looks like {'a Gwyddion' if kind == 'gwy' else 'an ImageJ ROI'} "
+                                          f"file, not {fmt}")
+            return _read_binary(kind, raw, display, (rows, cols)), kind
     try:
         doc = json.loads(raw.decode("utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -195,7 +177,7 @@ def import_labels(raw: bytes, fmt: str, display: str, shape: tuple[int, int],
     try:
         found = detect_format(doc)
     except InputError:
-        raise InputError(display, "not a LabelMe, VIA, COCO or ImageJ ROI annotation file") from None
+        raise InputError(display, "not a LabelMe, VIA or COCO file (nor ImageJ ROIs or Gwyddion)") from None
     if fmt not in ("auto", "", None):
         if fmt not in ("labelme", "via", "coco"):
             raise InputError(display, f"unknown format {fmt!r}; choose labelme, via, coco, imagej or gwy")
@@ -224,6 +206,21 @@ def import_labels(raw: bytes, fmt: str, display: str, shape: tuple[int, int],
         raise InputError(display, f"made for a {labels.shape[0]} x {labels.shape[1]} px image, "
                                   f"this one is {rows} x {cols} px")
     return labels.astype(np.int32), found
+
+
+def _read_binary(kind: str, raw: bytes, display: str, shape: tuple[int, int]) -> np.ndarray:
+    """Labels from the bytes of an ImageJ ROI zip / ``.roi`` or a Gwyddion file."""
+    from particlesnn.export import gwyddion, imagej
+
+    name = {"gwy": "mask.gwy", "imagej": "rois.zip" if raw[:2] == b"PK" else "one.roi"}[kind]
+    reader = gwyddion.read if kind == "gwy" else imagej.read
+    with tempfile.TemporaryDirectory(prefix="pnn-import-") as tmp:
+        path = Path(tmp) / name
+        path.write_bytes(raw)
+        try:
+            return np.asarray(reader(path, shape), dtype=np.int32)
+        except InputError as err:
+            raise InputError(display, err.problem) from None
 
 
 def _pick(images: dict[str, np.ndarray], original: str, display: str) -> np.ndarray:
