@@ -7,7 +7,7 @@ heights in nm, the map's own unit otherwise; sizes in metres, or in pixels for p
 ``/0/mask`` the particles. A Gwyddion mask is one bit per pixel, and Gwyddion counts grains as
 4-connected parts of it, so two touching particles are written with a one-pixel gap between
 them (pixels of the higher id that share an edge with a lower id are left out); each particle
-stays one grain.
+stays one grain. (Checked with Gwyddion 2.62: its thumbnailer draws the map with the mask.)
 
 Read back: the mask of the first channel that has one, labelled by 4-connectivity (as
 Gwyddion numbers grains), ordered by position (row-major first pixel). The gap pixels between
