@@ -239,3 +239,28 @@ def test_edit_finetune_and_see_the_new_model(server, tmp_path, shots):
         browser.close()
     assert not errors, errors
     assert (shots / "web_models.png").stat().st_size > 10_000
+
+
+def test_report_fits_the_window(tmp_path):
+    """The HTML report as a browser lays it out: a particle table of 80 columns (analyze's
+    full table, fit parameters included) scrolls in its own box; the page itself stays as
+    wide as the window (the PTO film's report was 6551 px wide, headings on the far left)."""
+    from particlesnn.export import report
+
+    wide = pd.DataFrame({f"column_{k}_nm": np.linspace(1, 2, 40) * 1e4 for k in range(80)})
+    per_image = {f"statistic_{k}": 12345.678 for k in range(40)}
+    p = report.write_report(tmp_path / "report.html",
+                            [{"name": "scan.gsf", "overlay": np.zeros((64, 64, 3), np.uint8),
+                              "summary": {"count": 40}, "particles": wide}],
+                            {"images": 1, **per_image}, {})
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto(p.as_uri())
+        page_width = page.evaluate("document.documentElement.scrollWidth")
+        box = page.evaluate("(() => { const all = document.querySelectorAll('.scroll');"
+                            " const d = all[all.length - 1];"
+                            " return [d.clientWidth, d.scrollWidth]; })()")
+        browser.close()
+    assert page_width <= 1200, page_width
+    assert box[0] <= 1200 < box[1], box  # the table scrolls inside its box

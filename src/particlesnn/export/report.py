@@ -40,7 +40,7 @@ th.sortable{cursor:pointer}th.sortable:hover{background:#e8d3bb}
 td.t,th.t{text-align:left}
 tr:nth-child(even) td{background:#fbf8f4}
 .kv td:first-child{text-align:left;font-weight:600}
-.scroll{max-height:480px;overflow:auto;display:inline-block;border:1px solid #ddd}
+.scroll{max-height:480px;max-width:100%;overflow:auto;display:inline-block;border:1px solid #ddd}
 figure{display:inline-block;margin:6px 14px 6px 0;vertical-align:top}
 figure img{max-width:100%;border:1px solid #ccc}
 figcaption{font-size:.85em;color:#555}
