@@ -34,8 +34,9 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
-def sample(path: Path, n: int = 30, size: int = 160, seed: int = 3) -> Path:
-    """An STM-like map: Gaussian particles (0.5 nm/px), a slight tilt and noise, as .gsf."""
+def sample(path: Path, n: int = 30, size: int = 160, seed: int = 3, edge: bool = False) -> Path:
+    """An STM-like map: Gaussian particles (0.5 nm/px), a slight tilt and noise, as .gsf;
+    ``edge``: one more particle cut by the left border."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size].astype(float)
     z = 0.3 * xx / size + rng.normal(0, 0.05, (size, size))
@@ -46,6 +47,8 @@ def sample(path: Path, n: int = 30, size: int = 160, seed: int = 3) -> Path:
             placed.append((cy, cx))
             s = rng.uniform(2.0, 3.5)
             z += 2.5 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s))
+    if edge:
+        z += 2.5 * np.exp(-((yy - size / 2) ** 2 + xx ** 2) / (2 * 3.0**2))
     gsf.write(path, HeightMap(z, pixel_size=(0.5, 0.5)))
     return path
 
@@ -92,7 +95,7 @@ def test_numbers_are_shown_whole(server):
 
 
 def test_upload_view_edit_download(server, tmp_path, shots):
-    path = sample(tmp_path / "particles.gsf")
+    path = sample(tmp_path / "particles.gsf", edge=True)
     errors: list[str] = []
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
@@ -122,6 +125,10 @@ def test_upload_view_edit_download(server, tmp_path, shots):
         assert page.locator("#ptable tbody tr").count() == n
         assert page.locator("#summary").inner_text().startswith("particles")
         assert page.locator("#detector").inner_text() == "Method: threshold"
+        # the histogram holds the particles of the size statistics, as the summary says
+        sized = page.locator("#summary tr", has_text="in size statistics").locator("td").last.inner_text()
+        title = page.inner_text("#hist-title")
+        assert re.fullmatch(rf"Size distribution \({sized}; 1 cut by the border left out\)", title), (title, sized)
 
         # click a particle: its row is highlighted
         page.locator("#polys path").nth(3).click()

@@ -369,6 +369,8 @@ def create_app(data_dir: str | Path, **limits: Any) -> FastAPI:
             out["unit"] = meta.get("unit")
             out["channel"] = meta.get("channel")
             out["downloads"] = {k: f"/api/images/{row.id}/{v}" for k, v in DOWNLOADS.items()}
+            # which particles the size statistics hold (the page's histogram shows those)
+            out["include_border"] = bool(row.set.options.get("include_border", False))
         return out
 
     def set_json(row: SetRow) -> dict[str, Any]:

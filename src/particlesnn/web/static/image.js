@@ -173,9 +173,15 @@
   function drawHist() {
     const box = document.getElementById("hist"); box.innerHTML = "";
     if (!dcol) { box.textContent = "no diameter column"; return; }
-    const j = cols.indexOf(dcol);
-    const vals = rows.filter(inFilter).map((r) => r[j]).filter((v) => v !== null);
-    document.getElementById("hist-title").textContent = `Size distribution (${vals.length})`;
+    const j = cols.indexOf(dcol), jb = cols.indexOf("touches_border");
+    // the particles of the size statistics (summary, set page): those cut by the image
+    // border are left out unless the upload asked for them
+    const shown = rows.filter(inFilter);
+    const sized = image.include_border || jb < 0 ? shown : shown.filter((r) => !r[jb]);
+    const vals = sized.map((r) => r[j]).filter((v) => v !== null);
+    const cut = shown.length - sized.length;
+    document.getElementById("hist-title").textContent =
+      `Size distribution (${vals.length}${cut ? `; ${cut} cut by the border left out` : ""})`;
     box.appendChild(PNNHist.render([{ name: image.name, values: vals }], `${PNN.label(dcol)}`));
   }
   function drawTable() {
