@@ -226,6 +226,27 @@ def test_contours_edited_in_imagej_are_measured(synthetic_folder, tmp_path):
     assert n == 15 and "field0.labelme.json" in res.output, res.output
 
 
+def test_corrected_labelme_files_are_truth_for_evaluate(synthetic_folder, tmp_path):
+    """analyze -> correct S.labelme.json -> evaluate the predictions against it: the files
+    match the predictions by name (S, not S.labelme) and read back as the labels (mIoU ~1)."""
+    import shutil
+
+    d, _ = synthetic_folder
+    out, truth = tmp_path / "out", tmp_path / "truth"
+    assert _run(["analyze", str(d), "--out", str(out), "--method", "watershed"]).exit_code == 0
+    truth.mkdir()
+    for f in out.glob("*.labelme.json"):
+        shutil.copy(f, truth / f.name)
+    doc = json.loads((truth / "field0.labelme.json").read_text())
+    doc["shapes"] = doc["shapes"][:-1]  # the user deletes a false particle
+    (truth / "field0.labelme.json").write_text(json.dumps(doc))
+    res = _run(["evaluate", "--pred", str(out), "--gt", str(truth), "--out", str(tmp_path / "ev")])
+    assert res.exit_code == 0, res.output
+    ev = json.loads((tmp_path / "ev" / "evaluation.json").read_text())["overall"]
+    assert ev["centre_fp"] == 1 and ev["centre_fn"] == 0
+    assert ev["iou_tp"] == 3 * 16 - 1 and ev["mean_matched_iou"] > 0.98, ev
+
+
 def test_gwyddion_file_with_mask_round_trip(synthetic_folder, tmp_path):
     """--gwyddion writes gwy/S.gwy (the levelled map in nm, the particles as its mask); the
     mask edited in Gwyddion is what measure then reads, from the folder or the file."""

@@ -142,7 +142,7 @@ def test_labelme_written_by_analyze_reads_back_as_its_labels(tmp_path):
     for k, (cy, cx, r) in enumerate(((10, 10, 2.5), (25, 30, 6), (8, 40, 4)), start=1):
         lab[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = k
     labelme.write(tmp_path / "s.labelme.json", lab, "s.image.png", tolerance=0)
-    np.testing.assert_array_equal(read_labelme_folder(tmp_path)["s.labelme"].labels, lab)
+    np.testing.assert_array_equal(read_labelme_folder(tmp_path)["s"].labels, lab)
 
 
 def test_nothing_found(tmp_path):

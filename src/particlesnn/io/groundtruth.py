@@ -318,9 +318,19 @@ def read_labelme(path: str | Path) -> GroundTruth:
 
 
 def read_labelme_folder(folder: str | Path) -> dict[str, GroundTruth]:
-    """Every LabelMe ``*.json`` of a folder, keyed by stem."""
+    """Every LabelMe ``*.json`` of a folder, keyed by stem (``S`` for ``analyze``'s
+    ``S.labelme.json``, so corrected files match the predictions named ``S``)."""
+    from particlesnn.export.annotations import image_key
+
     folder = Path(folder)
-    out = {p.stem: read_labelme(p) for p in _files(folder, (".json",))}
+    out = {}
+    for p in _files(folder, (".json",)):
+        key = image_key(p.name)
+        if key in out:
+            raise InputError(p, f"a second LabelMe file for image {key!r} (the other is "
+                                f"{out[key].source.name}): keep one")
+        out[key] = read_labelme(p)
+        out[key].name = key
     if not out:
         raise InputError(folder, "no LabelMe .json files found")
     return out
