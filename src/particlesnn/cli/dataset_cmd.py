@@ -32,7 +32,7 @@ def dataset_export(
     """Write every corrected image of the web service as COCO + images + height maps (nm).
 
     An image counts when its outlines were edited in the browser or re-imported from a
-    LabelMe / VIA / COCO file (and not undone). Every 4th image is marked held out
+    LabelMe / VIA / COCO / ImageJ / Gwyddion file (and not undone). Every 4th image is held out
     (evaluation only). Train on it with: particlesnn train --finetune --from OUT --out MODEL
     """
     from particlesnn.web.dataset import export_dataset

@@ -70,7 +70,7 @@ DEFAULT_LIMITS = {
     "max_request_bytes": 1024**3,  # one upload request (all files), bytes
     "max_files": 500,  # files per upload
     "max_pixels": 64_000_000,  # rows * cols of one image, px
-    "max_annotation_bytes": 64 * 1024**2,  # an uploaded LabelMe/VIA/COCO file, bytes
+    "max_annotation_bytes": 64 * 1024**2,  # an uploaded annotation file (JSON, ROI zip, .gwy), bytes
     "max_model_bytes": 64 * 1024**2,  # an uploaded model file (.zip), bytes
     "workers": 1,  # analysis threads
     "train_threads": 2,  # torch threads of a fine-tuning run

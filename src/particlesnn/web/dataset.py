@@ -1,7 +1,7 @@
 """The curated data set of corrected images: export from the web store, ready for training.
 
 Every correction made in the web editor (delete, add, redraw, merge, split) or re-imported
-from a LabelMe / VIA / COCO file is a new label-image version of the image, logged in the
+from a LabelMe / VIA / COCO / ImageJ / Gwyddion file is a new label-image version of the image, logged in the
 ``edits`` table with who, when and what (:mod:`particlesnn.web.db`). An image whose current
 version is not the analysis as computed (version 0) is a *corrected image*; its current label
 image is the annotation.
