@@ -215,6 +215,10 @@ def test_contours_edited_in_imagej_are_measured(synthetic_folder, tmp_path):
     assert remeasured("roiset", fiji)[1] == 13
     res, _ = remeasured("roiset2", fiji, files=(f, d / "field1.gsf"))  # names no image of two
     assert "ImageJ ROIs name no image" in res.output
+    junk = tmp_path / "junk.gwy"
+    junk.write_text("not gwyddion")
+    res, _ = remeasured("junk", junk)  # the annotation file at fault is named
+    assert res.exit_code == 1 and "field0.gsf: junk.gwy: not a Gwyddion 2 file" in res.output, res.output
     doc = json.loads(lm.read_text())
     doc["shapes"] = doc["shapes"][:-1]  # ... and one in LabelMe, differently
     lm.write_text(json.dumps(doc))

@@ -469,8 +469,11 @@ def measure(
             write_image_outputs(r, out, gwyddion=opts.gwyddion)
             results.append(r)
         except InputError as err:
-            failed.append((str(f), err.problem))
-            say_failed(err_console, f, err.problem, alone=len(files) == 1)
+            # the annotation file at fault is named, not only the image
+            problem = (err.problem if err.path is None or err.path.resolve() == Path(f).resolve()
+                       else f"{err.path.name}: {err.problem}")
+            failed.append((str(f), problem))
+            say_failed(err_console, f, problem, alone=len(files) == 1)
     set_stats = write_set_outputs(results, out, options=opts.to_dict(), failed=failed,
                                   include_border=opts.include_border)
     if not results:

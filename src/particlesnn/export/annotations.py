@@ -65,6 +65,8 @@ def read_annotations(path: str | Path, image: str, shape: tuple[int, int], *,
 
 def _locate(path: Path, image: str, shape) -> tuple[np.ndarray, Path]:
     key = image_key(image)
+    if not path.exists():
+        raise InputError(path, "no such file or folder")
     if path.is_dir():
         return _from_folder(path, key, shape)
     if path.suffix.lower() in _ROI_SUFFIXES:
