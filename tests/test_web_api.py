@@ -158,6 +158,28 @@ def test_many_files_joint_stats_csv_zip(client, tmp_path):
     assert summary.loc[3, "n_images"] == 3
 
 
+def test_zip_of_an_upload_with_one_name_twice(client, tmp_path):
+    """scan.gsf from two folders in one upload: the ZIP's tables tell them apart by the names
+    of their folders, and each folder's annotation files refer to its own map PNG."""
+    r = upload(client, [("scan.gsf", gsf_bytes(tmp_path)),
+                        ("scan.gsf", gsf_bytes(tmp_path, "b.gsf", centres=CENTRES[:2]))])
+    s = wait_set(client, r.json()["set_id"])
+    assert s["counts"]["done"] == 2
+    zf = zipfile.ZipFile(io.BytesIO(client.get(f"/api/sets/{s['id']}/download.zip").content))
+    summary = pd.read_csv(zf.open("summary.csv"))
+    assert summary["image"].tolist() == ["scan.gsf", "scan_2.gsf", "ALL"]
+    assert summary["count"].tolist() == [4, 2, 6]
+    particles = pd.read_csv(zf.open("particles_all.csv"))
+    assert particles["image"].value_counts().to_dict() == {"scan.gsf": 4, "scan_2.gsf": 2}
+    assert pd.read_csv(zf.open("status.csv"))["image"].tolist() == ["scan.gsf", "scan_2.gsf"]
+    for stem in ("scan", "scan_2"):
+        names = set(zf.namelist())
+        assert f"{stem}/{stem}.png" in names
+        coco = json.loads(zf.read(f"{stem}/{stem}_coco.json"))
+        assert [im["file_name"] for im in coco["images"]] == [f"{stem}.png"]
+        assert json.loads(zf.read(f"{stem}/{stem}.json"))["imagePath"] == f"{stem}.png"
+
+
 # ------------------------------------------------------------------------------ bad uploads
 def test_bad_uploads(client, tmp_path):
     good = gsf_bytes(tmp_path)

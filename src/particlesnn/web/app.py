@@ -635,14 +635,20 @@ def create_app(data_dir: str | Path, **limits: Any) -> FastAPI:
         tables: dict[str, tuple] = {}
         report_items: list[tuple] = []
         summaries: list[dict] = []
+        # one name per image: a file name uploaded twice (scan1.gsf from two folders) gets the
+        # name of its ZIP folder (scan1_2.gsf) in every table, and its annotation files refer
+        # to the map PNG beside them (scan1_2.png), not to the other image's
+        repeated = {n for n in (im[1] for im in images) if sum(im[1] == n for im in images) > 1}
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
             zf.writestr("options.json", json.dumps(options, indent=2))
             status_lines = ["image,status,error"]
-            for image_id, original, status, error, version in images:
+            for image_id, uploaded, status, error, version in images:
+                stem = _unique(_stem(uploaded), used)
+                renamed = f"{stem}{Path(uploaded).suffix}" if stem != _stem(uploaded) else uploaded
+                original = renamed if uploaded in repeated else uploaded
                 status_lines.append(",".join(_csv_cell(v) for v in (original, status, error)))
                 if status != DONE:
                     continue
-                stem = _unique(_stem(original), used)
                 folder = store.image_dir(data, image_id)
                 labels, scores, particles, summary = store.load_version(folder, version)
                 frames.append(particles.assign(image=original))
@@ -655,7 +661,7 @@ def create_app(data_dir: str | Path, **limits: Any) -> FastAPI:
                 report_items.append((folder, original, labels, particles, summary))
                 for kind in ZIP_KINDS:
                     try:
-                        payload, ext = _export(kind, folder, original, labels, scores, particles, summary)
+                        payload, ext = _export(kind, folder, renamed, labels, scores, particles, summary)
                     except _ExportMissing:
                         continue
                     zf.writestr(f"{stem}/{stem}{ext}", payload)
