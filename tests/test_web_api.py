@@ -158,6 +158,16 @@ def test_many_files_joint_stats_csv_zip(client, tmp_path):
     assert summary.loc[3, "n_images"] == 3
 
 
+def test_detector_profile_can_be_asked_for(client, tmp_path):
+    """The image page says height maps stay on the standard profile unless textured is asked
+    for: the upload form can ask for it, as analyze --profile does."""
+    r = upload(client, [("discs.gsf", gsf_bytes(tmp_path))], method="model", profile="textured")
+    assert r.status_code == 201, r.text
+    s = wait_set(client, r.json()["set_id"])
+    assert s["counts"]["done"] == 1, s
+    assert s["images"][0]["summary"]["detector_profile"] == "textured"
+
+
 def test_zip_of_an_upload_with_one_name_twice(client, tmp_path):
     """scan.gsf from two folders in one upload: the ZIP's tables tell them apart by the names
     of their folders, and each folder's annotation files refer to its own map PNG."""
@@ -223,6 +233,8 @@ def test_bad_uploads(client, tmp_path):
     assert r.status_code == 422 and "method" in r.json()["detail"]
     r = upload(client, [("a.gsf", good)], pixel_size="-1")
     assert r.status_code == 422 and "pixel_size" in r.json()["detail"]
+    r = upload(client, [("a.gsf", good)], profile="lumpy")
+    assert r.status_code == 422 and "profile" in r.json()["detail"]
     # one bad file among good ones: the good ones are taken, the bad one is listed
     r = upload(client, [("a.gsf", good), ("bad.gsf", b"nonsense")])
     assert r.status_code == 201

@@ -45,6 +45,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, select
 
 from particlesnn.errors import InputError
+from particlesnn.pipeline import PROFILES
 from particlesnn.web import edits as edit_ops
 from particlesnn.web import store
 from particlesnn.web.db import (
@@ -89,6 +90,7 @@ OPTION_TYPES: dict[str, type] = {
     "channel": str,
     "level": bool,
     "model": str,
+    "profile": str,
 }
 METHODS = ("model", "threshold", "watershed")
 POLARITIES = ("auto", "bright", "dark")
@@ -151,6 +153,8 @@ def parse_options(fields: dict[str, str]) -> dict[str, Any]:
         raise HTTPException(422, f"option method: choose one of {', '.join(METHODS)}")
     if out.get("polarity", "auto") not in POLARITIES:
         raise HTTPException(422, f"option polarity: choose one of {', '.join(POLARITIES)}")
+    if out.get("profile", "auto") not in PROFILES:
+        raise HTTPException(422, f"option profile: choose one of {', '.join(PROFILES)}")
     if "min_size" in out and "max_size" in out and out["min_size"] > out["max_size"]:
         raise HTTPException(422, "option min_size is larger than max_size")
     try:
@@ -473,6 +477,9 @@ def create_app(data_dir: str | Path, **limits: Any) -> FastAPI:
                         "include_border": {"type": "boolean"}, "refine": {"type": "string", "enum": ["auto", "true", "false"],
                                                                     "description": "Gaussian half-height refinement; auto (default): height maps in nm only"},
                         "channel": {"type": "string"}, "level": {"type": "boolean"},
+                        "profile": {"type": "string", "enum": list(PROFILES),
+                                    "description": "detector profile: auto (by content; height maps in nm stay standard), "
+                                                   "standard (STM/AFM, clean images), textured (small particles on a lumpy support, e.g. HAADF-STEM)"},
                     }}}},
             }
         },
