@@ -79,6 +79,12 @@ def test_analyze_folder_matches_truth(synthetic_folder, tmp_path):
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary["image"])[-1] == "ALL"
     assert int(summary.loc[summary["image"] == "ALL", "count"].iloc[0]) == 48
+    # spacing: each image's Clark-Evans ratio; the set pools the nearest-neighbour distances
+    # (the columns the statistics gather from every image's table include them)
+    per_image, joint = summary.iloc[:-1], summary.iloc[-1]
+    assert per_image["clark_evans_r"].between(0.3, 3).all() and np.isnan(joint["clark_evans_r"])
+    assert joint["nn_distance_nm_n"] == 48
+    assert joint["nn_distance_nm_mean"] == pytest.approx(parts["nn_distance_nm"].mean())
 
 
 def test_unrefined_sizes_match_truth(synthetic_folder, tmp_path):

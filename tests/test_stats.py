@@ -201,3 +201,54 @@ def test_groups_keep_nm_where_they_can():
     assert cmp.loc[("A", "B"), "measure"] == "eq_diameter_nm"
     assert cmp.loc[("A", "B"), "ks_p"] > 0.001  # same sizes: no difference in nm
     assert cmp.loc[("A", "C"), "measure"] == "eq_diameter_px"
+
+
+def _dots(points, shape, pixel_size=None):
+    """Particles of 3 x 3 px at the given (row, col) centres, measured."""
+    from particlesnn import HeightMap
+    from particlesnn.measure import measure
+
+    lab = np.zeros(shape, np.int32)
+    for k, (r, c) in enumerate(points, start=1):
+        lab[int(r) - 1:int(r) + 2, int(c) - 1:int(c) + 2] = k
+    return measure(HeightMap(1.0 * (lab > 0), pixel_size=pixel_size), lab)
+
+
+def test_nearest_neighbour_distances_and_clark_evans():
+    """Known patterns: a square lattice (spacing 20 px = 10 nm) has every nearest neighbour at
+    10 nm and is regular (R near 2); uniform random centres read R ~ 1 without a significant
+    p; tight pairs are clustered (R << 1). Anisotropic pixels: distances in nm are exact."""
+    lattice = [(r, c) for r in range(10, 200, 20) for c in range(10, 200, 20)]
+    df = _dots(lattice, (200, 200), (0.5, 0.5))
+    assert np.allclose(df["nn_distance_nm"], 10.0) and np.allclose(df["nn_distance_px"], 20.0)
+    s = stats.summarize_image(df, image_shape_px=(200, 200), pixel_size=(0.5, 0.5))
+    assert s["nn_distance_nm_mean"] == pytest.approx(10.0) and s["nn_distance_nm_n"] == 100
+    assert 1.8 < s["clark_evans_r"] < 2.1 and s["clark_evans_p"] < 1e-10
+    rs, ps = [], []
+    for seed in range(10):  # Poisson: R ~ 1, p < 0.05 in about 5 % of patterns
+        rng = np.random.default_rng(seed)
+        pts = rng.uniform(2, 398, (150, 2))
+        s = stats.summarize_image(_dots(pts, (400, 400)), image_shape_px=(400, 400))
+        rs.append(s["clark_evans_r"]), ps.append(s["clark_evans_p"])
+    assert 0.95 < np.mean(rs) < 1.05 and sum(p < 0.05 for p in ps) <= 2, (rs, ps)
+    rng = np.random.default_rng(3)
+    centres = rng.uniform(10, 390, (60, 2))
+    pairs = np.concatenate([centres, centres + [0, 4]])  # each particle 4 px from its twin
+    s = stats.summarize_image(_dots(pairs, (400, 400)), image_shape_px=(400, 400))
+    assert s["nn_distance_px_median"] == pytest.approx(4.0) and s["clark_evans_r"] < 0.5
+    # anisotropic pixels: the nearest neighbour is found in nm
+    df = _dots([(10, 10), (10, 30), (22, 10)], (40, 40), (1.0, 2.0))  # 20 nm right, 24 nm down
+    assert df["nn_distance_nm"].tolist() == pytest.approx([20.0, 20.0, 24.0])
+    assert df["nn_distance_px"].tolist() == pytest.approx([20.0, 20.0, 12.0])
+    # a lone particle has no neighbour; too few particles give no ratio
+    df = _dots([(10, 10)], (40, 40))
+    assert np.isnan(df["nn_distance_px"].iloc[0])
+    s = stats.summarize_image(_dots([(10, 10), (20, 20)], (40, 40)), image_shape_px=(40, 40))
+    assert math.isnan(s["clark_evans_r"])
+    # a set: per image ratios; the joint statistics pool the distances but give no ratio
+    # (images of different densities pooled would read as clustered)
+    a, b = _dots(lattice, (200, 200)), _dots(pairs, (400, 400))
+    res = stats.summarize_set(pd.concat([a.assign(image="a"), b.assign(image="b")]),
+                              {"a": {"rows": 200, "cols": 200}, "b": {"rows": 400, "cols": 400}})
+    assert res["per_image"].loc["a", "clark_evans_r"] > 1.8 > 0.5 > res["per_image"].loc["b", "clark_evans_r"]
+    assert "clark_evans_r" not in res["joint"] and res["joint"]["nn_distance_px_n"] == 100 + 120

@@ -35,8 +35,10 @@ its flank, or the refinement fit's background H0, see ``substrate``); ``height_m
 area, not clipped at 0 so that noise cancels; ``volume_px2<Z>`` when the scale or the height
 unit is not nm); ``substrate_source``
 (``"fit"``, ``"ring"`` or ``"global"`` when no ring pixel was free and the median of all
-background pixels was used); ``touches_border`` (bool); ``score`` (detection confidence, NaN
-if not given); and, when ``fits`` from :func:`particlesnn.refine.refine` are given, its ``fit_*``
+background pixels was used); ``touches_border`` (bool); ``nn_distance_<L>`` (centre-to-centre
+distance to the nearest other particle of the image, NaN for a lone particle,
+:func:`nearest_neighbours`); ``score``
+(detection confidence, NaN if not given); and, when ``fits`` from :func:`particlesnn.refine.refine` are given, its ``fit_*``
 columns, plus ``fit_volume_nm3`` (volume of the whole fitted bump, flanks included) when the
 scale is known and heights are in nm.
 
@@ -261,6 +263,32 @@ def adaptive_substrate(data: np.ndarray, labels: np.ndarray, lab: int,
     return best
 
 
+def nearest_neighbours(x: np.ndarray, y: np.ndarray,
+                       pixel_size: tuple[float, float] | None = None) -> dict[str, np.ndarray]:
+    """Centre-to-centre distance of each particle to its nearest neighbour in the image.
+
+    ``x``, ``y``: centroids in px; ``pixel_size``: (x, y) nm/px, for distances in nm (the
+    neighbour is then found in nm, so anisotropic pixels are handled). Returns
+    ``distance_px`` and, with a pixel size, ``distance_nm``; NaN for a particle alone in its
+    image. Particles near the border may have their true nearest neighbour outside the scan:
+    :func:`particlesnn.stats.clark_evans` corrects its expectation for that (Donnelly).
+    """
+    from scipy.spatial import cKDTree
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    sx, sy = (float(pixel_size[0]), float(pixel_size[1])) if pixel_size else (1.0, 1.0)
+    d_px, d_phys = np.full(len(x), np.nan), np.full(len(x), np.nan)
+    if len(x) >= 2:
+        dist, idx = cKDTree(np.column_stack([x * sx, y * sy])).query(
+            np.column_stack([x * sx, y * sy]), k=2)
+        d_phys, j = dist[:, 1], idx[:, 1]
+        d_px = np.hypot(x[j] - x, y[j] - y)
+    out = {"distance_px": d_px}
+    if pixel_size:
+        out["distance_nm"] = d_phys
+    return out
+
+
 def _ring_params(background_ring_px: Any, d_eq: float) -> tuple[float, float]:
     if background_ring_px is None:
         return RING_GAP_PX, float(max(3.0, math.ceil(0.25 * d_eq)))
@@ -437,6 +465,12 @@ def measure(hm: HeightMap, labels: np.ndarray, *, scores: np.ndarray | None = No
               "touches_border", "score"]
     df = pd.DataFrame.from_records(recs, columns=order)
     df = df.astype({"label": np.int64, "touches_border": bool})
+    nn = nearest_neighbours(df["x_px"].to_numpy(float), df["y_px"].to_numpy(float),
+                            (px, py) if scaled else None)
+    at = df.columns.get_loc("score")
+    if scaled:
+        df.insert(at, "nn_distance_nm", nn["distance_nm"])
+    df.insert(at, "nn_distance_px", nn["distance_px"])
     if fits is not None and len(fits):
         if "label" not in fits.columns:
             raise InputError(None, "fits table has no 'label' column")

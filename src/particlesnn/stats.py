@@ -198,7 +198,8 @@ def summarize_image(particles: pd.DataFrame, image_area_nm2: float | None = None
                     image_shape_px: Sequence[int] | None = None, *,
                     pixel_size: Sequence[float] | None = None, include_border: bool = False,
                     min_diameter: float | None = None, max_diameter: float | None = None,
-                    lognormal: bool = True, unit: str | None = None) -> dict[str, Any]:
+                    lognormal: bool = True, unit: str | None = None,
+                    spatial_test: bool = True) -> dict[str, Any]:
     """Statistics of one image's particles.
 
     Parameters
@@ -211,6 +212,9 @@ def summarize_image(particles: pd.DataFrame, image_area_nm2: float | None = None
     min_diameter, max_diameter : keep only particles whose equivalent-circle diameter (in the
         table's length unit, nm or px) lies in this range -- for counting and sizes alike.
     lognormal : add the log-normal fit of the equivalent-circle diameters.
+    spatial_test : add the Clark-Evans ratio (:func:`clark_evans`) of the particle centres
+        (needs ``image_shape_px``; a set's joint statistics pool images of different
+        densities, so :func:`summarize_set` gives it per image only).
     unit : force the length unit (``"px"`` or ``"nm"``) instead of :func:`length_unit`; a set
         with some images of unknown scale is summarised in px throughout.
 
@@ -223,7 +227,11 @@ def summarize_image(particles: pd.DataFrame, image_area_nm2: float | None = None
     px is known; per size measure ``<column>_{n,mean,median,std,sem,min,max}``;
     ``d_mean_<u>``, ``d_std_<u>``, ``d_sem_<u>``, ``d_mid_surface_<u>``; ``lognorm_mu``,
     ``lognorm_sigma``, ``lognorm_median_<u>``, ``lognorm_mode_<u>``, ``lognorm_mean_<u>``,
-    ``lognorm_n``, ``lognorm_ks_stat``, ``lognorm_ks_p``.  Missing areas give no density keys.
+    ``lognorm_n``, ``lognorm_ks_stat``, ``lognorm_ks_p``; ``nn_distance_<u>_{n,mean,median,std,
+    sem,min,max}`` (nearest-neighbour distances of the particles after the size filters,
+    border ones included) and, when the image's shape (and for nm its pixel size) is known,
+    ``clark_evans_r``, ``clark_evans_p`` (:func:`clark_evans`). Missing areas give no
+    density keys.
     """
     if not isinstance(particles, pd.DataFrame):
         raise InputError(None, "particles must be a pandas DataFrame")
@@ -252,6 +260,52 @@ def summarize_image(particles: pd.DataFrame, image_area_nm2: float | None = None
         if "coverage" not in out and "area_px2" in counted.columns:
             out["coverage"] = float(counted["area_px2"].sum()) / a_px
     out.update(_size_block(sized, unit, lognormal=lognormal))
+    rect = None  # the image's sides in the length unit, for the Clark-Evans ratio
+    if image_shape_px is not None and (unit == "px" or pixel_size is not None):
+        r, c = (float(v) for v in image_shape_px)
+        rect = (c, r) if unit == "px" else (c * float(pixel_size[0]), r * float(pixel_size[1]))
+    out.update(_spatial_block(counted, unit, rect, test=spatial_test))
+    return out
+
+
+def clark_evans(nn_distances: np.ndarray, area: float, perimeter: float) -> dict[str, float]:
+    """Clark-Evans aggregation ratio of the particle centres of one rectangular image, with
+    Donnelly's edge correction, and its two-sided z-test p-value.
+
+    ``nn_distances``: every particle's nearest-neighbour distance within the image (NaN ones
+    are dropped; n = the rest); ``area``, ``perimeter``: the image's, in that length unit.
+    ``R`` = mean distance / its expectation for a random (Poisson) pattern of the same density
+    in the same rectangle, 0.5 sqrt(A/n) + (0.0514 + 0.041/sqrt(n)) P/n (Donnelly 1978; the
+    second term accounts for neighbours hidden beyond the border): about 1 for random, below
+    1 for clustered, above 1 for regular patterns (2 for a square lattice, 2.15 for a
+    hexagonal one). ``p`` uses the standard error sqrt(0.0703 A/n^2 + 0.037 P sqrt(A/n^5)).
+    NaN with fewer than 5 distances.
+    """
+    d = np.asarray(nn_distances, dtype=float)
+    d = d[np.isfinite(d)]
+    n = d.size
+    if n < 5 or not area > 0:
+        return {"r": float("nan"), "p": float("nan")}
+    expected = 0.5 * math.sqrt(area / n) + (0.0514 + 0.041 / math.sqrt(n)) * perimeter / n
+    se = math.sqrt(0.0703 * area / n ** 2 + 0.037 * perimeter * math.sqrt(area / n ** 5))
+    z = (float(d.mean()) - expected) / se
+    return {"r": float(d.mean()) / expected, "p": float(2.0 * sst.norm.sf(abs(z)))}
+
+
+def _spatial_block(counted: pd.DataFrame, unit: str, rect: tuple[float, float] | None, *,
+                   test: bool = True) -> dict[str, Any]:
+    """Nearest-neighbour distances (``nn_distance_<u>_{n,mean,...}``) and, for one image of
+    sides ``rect`` (width, height in ``unit``) when ``test``, the Clark-Evans ratio
+    ``clark_evans_r`` and ``clark_evans_p`` (:func:`clark_evans`)."""
+    col = f"nn_distance_{unit}"
+    if col not in counted.columns:
+        return {}
+    d = counted[col].to_numpy(float)
+    out: dict[str, Any] = {f"{col}_{k}": v for k, v in describe(d[np.isfinite(d)]).items()}
+    if test and rect is not None:
+        w, h = rect
+        ce = clark_evans(d, w * h, 2.0 * (w + h))
+        out["clark_evans_r"], out["clark_evans_p"] = ce["r"], ce["p"]
     return out
 
 
@@ -330,7 +384,8 @@ def summarize_set(particles: pd.DataFrame, images: pd.DataFrame | Mapping | None
     per_image = pd.DataFrame(rows).set_index("image")
     joint = summarize_image(particles, tot_nm if have_nm and all_names else None,
                             None, include_border=include_border, min_diameter=min_diameter,
-                            max_diameter=max_diameter, lognormal=lognormal, unit=unit)
+                            max_diameter=max_diameter, lognormal=lognormal, unit=unit,
+                            spatial_test=False)
     if have_px and all_names:
         joint["image_area_px2"] = tot_px
         joint["density_per_mpx"] = joint["count"] / tot_px * 1e6

@@ -138,7 +138,7 @@ REPORT_MAX_IMAGES = 200
 # streamed to particles.csv / .parquet and never held in memory as a whole
 _STATS_PREFIXES = ("image", "touches_border", "eq_diameter_", "area_", "length_", "width_",
                    "feret_", "perimeter_", "height_max_", "height_mean_", "volume_",
-                   "aspect_ratio", "circularity")
+                   "aspect_ratio", "circularity", "nn_distance_")
 
 
 _TEXT_FIELDS = ("image", "source", "channel", "polarity", "method", "warnings", "length_unit",
@@ -539,7 +539,10 @@ def _report_summary(row: dict) -> dict:
             (f"d_std_{u}", f"std diameter ({u})"),
             (f"d_mid_surface_{u}", f"mid-surface diameter ({u})"),
             ("density_per_um2", "density (per µm²)"), ("density_per_100nm2", "density (per 100 nm²)"),
-            ("coverage", "coverage"), ("polarity", "polarity"), ("method", "method"),
+            ("coverage", "coverage"),
+            (f"nn_distance_{u}_mean", f"mean nearest-neighbour distance ({u})"),
+            ("clark_evans_r", "Clark-Evans ratio (1 random, <1 clustered, >1 regular)"),
+            ("polarity", "polarity"), ("method", "method"),
             ("detector_model", "detector model"), ("detector_profile", "detector profile"),
             ("seconds", "seconds")]
     return {label: row[k] for k, label in keys if k in row}

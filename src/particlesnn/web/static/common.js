@@ -61,6 +61,8 @@ PNN.KEY_STATS = [
   [/^eq_diameter_(nm|px)_median$/, "median diameter"], [/^d_mid_surface_(nm|px)$/, "mid-surface diameter"],
   [/^lognorm_median_(nm|px)$/, "log-normal median"], [/^height_max_.*_mean$/, "mean height"],
   [/^density_per_um2$/, "density, µm⁻²"], [/^density_per_mpx$/, "density, per Mpx"], [/^coverage$/, "coverage"],
+  [/^nn_distance_(nm|px)_mean$/, "mean nearest-neighbour distance"],
+  [/^clark_evans_r$/, "Clark-Evans ratio (1 random, <1 clustered)"],
 ];
 PNN.summaryTable = function (table, summary) {
   table.innerHTML = "";
