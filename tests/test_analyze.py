@@ -87,6 +87,33 @@ def test_analyze_folder_matches_truth(synthetic_folder, tmp_path):
     assert joint["nn_distance_nm_mean"] == pytest.approx(parts["nn_distance_nm"].mean())
 
 
+def test_unfinished_scan_is_analysed_on_its_scanned_part(synthetic_folder, tmp_path):
+    """A scan stopped after 60 % of its lines (NaN below): the empty lines are not analysed
+    (no streaks of the last line), densities are per scanned area, the summary says why;
+    detect's label image keeps the file's size."""
+    import tifffile
+
+    d, _ = synthetic_folder
+    hm = io.read(d / "field0.gsf")
+    rows = hm.shape[0]
+    cut = hm.data.copy()
+    cut[int(0.6 * rows):] = np.nan
+    f = tmp_path / "partial.gsf"
+    io.write(HeightMap(cut, pixel_size=hm.pixel_size), f)
+    out = tmp_path / "out"
+    res = _run(["analyze", str(d / "field0.gsf"), str(f), "--out", str(out), "--method", "watershed"])
+    assert res.exit_code == 0, res.output
+    s = pd.read_csv(out / "summary.csv").set_index("image")
+    assert s.loc["partial", "image_area_nm2"] == pytest.approx(0.6 * s.loc["field0", "image_area_nm2"], rel=0.02)
+    assert "unfinished scan" in s.loc["partial", "warnings"]
+    assert s.loc["partial", "count"] < s.loc["field0", "count"]
+    # the particles of the scanned part only: their density is the full image's, within noise
+    assert s.loc["partial", "density_per_um2"] == pytest.approx(s.loc["field0", "density_per_um2"], rel=0.35)
+    assert _run(["detect", str(f), "--out", str(tmp_path / "det"), "--method", "watershed"]).exit_code == 0
+    lab = tifffile.imread(tmp_path / "det" / "partial.labels.tif")
+    assert lab.shape == hm.shape and not lab[int(0.6 * rows):].any()
+
+
 def test_unrefined_sizes_match_truth(synthetic_folder, tmp_path):
     d, truths = synthetic_folder
     out = tmp_path / "out"

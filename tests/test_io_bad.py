@@ -198,14 +198,27 @@ def test_synthetic_headers_lie(tmp_path):
 
 # ----------------------------------------------------------------------- NaNs
 def test_nan_policy_sxm_unfinished_scan(tmp_path):
-    """An aborted Nanonis scan holds NaN lines: filled from the nearest line, with a warning."""
+    """An aborted Nanonis scan holds NaN lines: they are left out (with the line where the scan
+    stopped, half scanned), so the map is the scanned part and densities hold; a warning says
+    so, and a label image goes back into the file's frame. A hole inside is filled."""
     fwd = np.add.outer(np.arange(10.0), np.arange(12.0)) * 1e-10
     part = fwd.copy()
     part[7:] = np.nan
+    part[6, 5:] = np.nan  # the scan stopped in the middle of line 6
+    part[2, 3] = np.nan  # a hole inside: filled
     p = make_sxm(tmp_path / "a.sxm", {"Z": np.stack([part, part])})
     hm = pio.read(p)
-    assert hm.metadata["nan_filled"] == 3 * 12
-    assert np.allclose(hm.data[7:], fwd[6] * 1e9)  # nearest valid line
+    assert hm.shape == (6, 12) and np.allclose(hm.data[3:], fwd[3:6] * 1e9)
+    assert hm.metadata["scanned_region"] == [0, 6, 0, 12] and hm.metadata["file_shape"] == [10, 12]
+    assert hm.metadata["nan_filled"] == 1
+    assert any(w.startswith("unfinished scan: rows 6-9 of 12 x 10 px") for w in hm.metadata["warnings"])
+    lab = np.ones(hm.shape, np.uint16)
+    back = pio.in_file_frame(lab, hm)
+    assert back.shape == (10, 12) and back[:6].all() and not back[6:].any()
+    up = fwd.copy()
+    up[:3] = np.nan  # a scan run upwards, stopped: the empty lines are at the top
+    hm = pio.read(make_sxm(tmp_path / "u.sxm", {"Z": np.stack([up, up])}))
+    assert hm.shape == (7, 12) and hm.metadata["scanned_region"] == [3, 10, 0, 12]
     allnan = make_sxm(tmp_path / "b.sxm", {"Z": np.stack([fwd * np.nan, fwd * np.nan])})
     _raises(pio.read, allnan, "no valid pixel")
 

@@ -270,6 +270,10 @@ def _finish(hm, levelled, labels, scores, options, polarity, warnings, t0, *, in
 
     labels = np.asarray(labels, dtype=np.int32)
     scores = np.asarray(scores, dtype=float)
+    # what the reader had to do (an unfinished scan cut, NaN pixels filled, no scale in the
+    # header) is the scientist's to know, first
+    meta = getattr(hm, "metadata", None) or {}
+    warnings = [str(w) for w in meta.get("warnings", []) if str(w) not in warnings] + list(warnings)
     fits = None
     if refine and labels.max() > 0:
         from particlesnn.refine import refine as refine_fn

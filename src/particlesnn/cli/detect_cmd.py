@@ -84,18 +84,20 @@ def _detect_one(f: Path, out: Path, method: str, det, diameter, profile: str, po
     import tifffile
 
     from particlesnn.errors import InputError
-    from particlesnn.io import read
+    from particlesnn.io import in_file_frame, read
     from particlesnn.preprocess import level
     from particlesnn.segment import segment_oriented
 
+    hm = read(f)
     if method == "model":
-        _, used, seg = segment_oriented(level(read(f)), polarity, "model",
+        _, used, seg = segment_oriented(level(hm), polarity, "model",
                                         diameter=diameter, model=det, profile=profile)
     else:
-        _, used, seg = segment_oriented(level(read(f)), polarity, method)
+        _, used, seg = segment_oriented(level(hm), polarity, method)
     if seg.labels.max() > 65535:
         raise InputError(f, f"{int(seg.labels.max())} particles do not fit a uint16 label image")
-    tifffile.imwrite(out / f"{stem}.labels.tif", seg.labels.astype(np.uint16))
+    # the file's height and width, an unfinished scan's empty lines as background
+    tifffile.imwrite(out / f"{stem}.labels.tif", in_file_frame(seg.labels, hm).astype(np.uint16))
     with open(out / f"{stem}.scores.txt", "w") as fh:
         for k, s in enumerate(np.asarray(seg.scores), start=1):
             fh.write(f"{k} {float(s):.4f}\n")

@@ -114,12 +114,13 @@ def info(
 
 
 def convert_file(path: Path, to: str, out_dir: Path | None = None, channel: str | None = None,
-                 stem: str | None = None) -> Path:
+                 stem: str | None = None) -> tuple[Path, list[str]]:
     """Read ``path`` (channel ``channel``) and write it as ``to`` (gsf, txt, png, tif).
 
     The output is ``<out_dir or the input's folder>/<stem>[_<channel>].<to>`` (``stem``: the
     input's unless given); converting a file onto itself raises InputError. Returns the path
-    written.
+    written and what the reader had to do (an unfinished scan's empty lines left out, NaN
+    pixels filled).
     """
     from particlesnn import io as pio
 
@@ -136,7 +137,7 @@ def convert_file(path: Path, to: str, out_dir: Path | None = None, channel: str 
     target = folder / f"{stem}.{to}"
     if target.resolve() == Path(path).resolve():
         raise InputError(path, f"output {target.name} would overwrite the input; use --out DIR")
-    return pio.write(hm, target)
+    return pio.write(hm, target), [str(w) for w in hm.metadata.get("warnings", [])]
 
 
 @app.command()
@@ -164,11 +165,12 @@ def convert(
     bad = 0
     for f, stem in zip(paths, stems):
         try:
-            written = convert_file(f, to, out, channel, stem=stem)
+            written, notes = convert_file(f, to, out, channel, stem=stem)
         except InputError as err:
             bad += 1
             err_console.print(f"[red]error: {err}[/red]", highlight=False, soft_wrap=True)
             continue
-        console.print(f"{f.name} -> {written}", highlight=False)
+        console.print(f"{f.name} -> {written}" + "".join(f" (note: {n})" for n in notes),
+                      highlight=False, soft_wrap=True)
     if bad:
         raise typer.Exit(1)

@@ -11,9 +11,12 @@ channels in their own unit (``hm.unit``: ``"nA"``, ``"V"``, ``"deg"``); ``pixel_
 (x, y) in nm/px; row 0 is the top line of the image as displayed.
 ``metadata["format"]`` names the format and ``metadata["channels"]`` lists all channels.
 
-NaN policy (all readers): an image with no finite value raises InputError; a few NaN/inf
-pixels (unfinished scans) are filled with the nearest valid value and
-``metadata["warnings"]`` / ``metadata["nan_filled"]`` say how many.
+NaN policy (all readers): an image with no finite value raises InputError; lines at the
+edges without data (an unfinished scan) are cut off, so the map is the scanned part
+(``metadata["scanned_region"]`` = [r0, r1, c0, c1] in the file's frame, ``file_shape``, a
+warning; :func:`in_file_frame` puts a label image back in the file's frame); other NaN/inf
+pixels are filled with the nearest valid value and ``metadata["warnings"]`` /
+``metadata["nan_filled"]`` say how many.
 
 Readers accept what the file holds; :func:`validate` is the stricter check that analysis
 stages call before working on a map (rejects empty, constant, all-NaN, non-2D and < 8 x 8 px).
@@ -204,6 +207,18 @@ def write(hm: HeightMap, path: str | Path) -> Path:
     raise InputError(p, f"cannot write {ext or 'files without extension'} (writable: {', '.join(WRITABLE)})")
 
 
+def in_file_frame(labels: np.ndarray, hm: HeightMap) -> np.ndarray:
+    """A label image of ``hm`` in the frame of the file it was read from: the unscanned edge
+    lines that the reader cut off (``metadata["scanned_region"]``) come back as background."""
+    region, shape = hm.metadata.get("scanned_region"), hm.metadata.get("file_shape")
+    if not region or not shape:
+        return labels
+    r0, r1, c0, c1 = region
+    out = np.zeros(tuple(shape), dtype=np.asarray(labels).dtype)
+    out[r0:r1, c0:c1] = labels
+    return out
+
+
 def validate(hm: HeightMap, path: str | Path | None = None) -> HeightMap:
     """Check that a HeightMap can be analysed; return it unchanged or raise InputError.
 
@@ -232,6 +247,6 @@ def validate(hm: HeightMap, path: str | Path | None = None) -> HeightMap:
 
 
 __all__ = [
-    "read", "list_channels", "write", "validate", "detect", "format_name",
+    "read", "list_channels", "write", "validate", "detect", "format_name", "in_file_frame",
     "SUPPORTED", "WRITABLE", "MIN_SIDE",
 ]

@@ -206,6 +206,34 @@ def fill_nans(data: np.ndarray, path: Path | None) -> tuple[np.ndarray, int]:
     return filled, n
 
 
+def scanned_region(data: np.ndarray) -> tuple[int, int, int, int]:
+    """``(r0, r1, c0, c1)``: the part of an image that was scanned, without the lines at its
+    edges that hold no data (an unfinished scan: NaN rows after the last line scanned, or
+    before it when the scan ran upwards; columns likewise). The partial line next to them (the
+    scan stopped in its middle) goes too. Interior holes are not cut. The whole image when no
+    edge line is empty."""
+    good = np.isfinite(data)
+    rows_any, cols_any = good.any(axis=1), good.any(axis=0)
+    if not rows_any.any():
+        return 0, data.shape[0], 0, data.shape[1]
+    r0 = int(np.argmax(rows_any))
+    r1 = int(len(rows_any) - np.argmax(rows_any[::-1]))
+    c0 = int(np.argmax(cols_any))
+    c1 = int(len(cols_any) - np.argmax(cols_any[::-1]))
+    rows_all = good[:, c0:c1].all(axis=1)
+    cols_all = good[r0:r1, :].all(axis=0)
+    # the line where the scan stopped, next to the empty ones, is partial: cut it too
+    if r1 < data.shape[0] and r1 - r0 > 1 and not rows_all[r1 - 1]:
+        r1 -= 1
+    if r0 > 0 and r1 - r0 > 1 and not rows_all[r0]:
+        r0 += 1
+    if c1 < data.shape[1] and c1 - c0 > 1 and not cols_all[c1 - 1]:
+        c1 -= 1
+    if c0 > 0 and c1 - c0 > 1 and not cols_all[c0]:
+        c0 += 1
+    return r0, r1, c0, c1
+
+
 def make_heightmap(
     path: Path,
     data: np.ndarray,
@@ -216,7 +244,10 @@ def make_heightmap(
     channels: Sequence[str],
     metadata: dict[str, Any] | None = None,
 ) -> HeightMap:
-    """Build the HeightMap every reader returns, applying the NaN policy of :func:`fill_nans`.
+    """Build the HeightMap every reader returns, applying the NaN policy: edge lines without
+    data (an unfinished scan) are cut off (:func:`scanned_region`; ``metadata``
+    ``scanned_region`` = [r0, r1, c0, c1] of the file's frame, ``file_shape``, and a warning),
+    other NaN pixels filled (:func:`fill_nans`).
 
     ``data`` must already be in ``unit`` (nm for heights), row 0 the top line;
     ``pixel_size`` is (x, y) in nm/px. ``metadata`` gets ``format``, ``channels`` and, when
@@ -227,8 +258,21 @@ def make_heightmap(
         raise InputError(path, f"image data is not a 2D image (shape {data.shape})")
     if not np.issubdtype(data.dtype, np.floating):
         data = data.astype(np.float64)
-    data, n_filled = fill_nans(data, path)
     md: dict[str, Any] = dict(metadata or {})
+    r0, r1, c0, c1 = scanned_region(data)
+    if (r0, r1, c0, c1) != (0, data.shape[0], 0, data.shape[1]):
+        rows, cols = data.shape
+        md["scanned_region"] = [r0, r1, c0, c1]
+        md["file_shape"] = [rows, cols]
+        empty = [f"{what} {a}-{b - 1}" if b - a > 1 else f"{what} {a}"
+                 for what, a, b in (("rows", 0, r0), ("rows", r1, rows),
+                                    ("columns", 0, c0), ("columns", c1, cols)) if b > a]
+        md.setdefault("warnings", []).append(
+            f"unfinished scan: {', '.join(empty)} of {cols} x {rows} px hold no (or partial) "
+            f"data and are left out; the scanned {c1 - c0} x {r1 - r0} px are analysed "
+            "(densities and coverage over their area)")
+        data = data[r0:r1, c0:c1]
+    data, n_filled = fill_nans(data, path)
     md["format"] = fmt
     md["channels"] = list(channels)
     if n_filled:
