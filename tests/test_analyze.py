@@ -109,7 +109,8 @@ def test_unfinished_scan_is_analysed_on_its_scanned_part(synthetic_folder, tmp_p
     assert s.loc["partial", "count"] < s.loc["field0", "count"]
     # the particles of the scanned part only: their density is the full image's, within noise
     assert s.loc["partial", "density_per_um2"] == pytest.approx(s.loc["field0", "density_per_um2"], rel=0.35)
-    assert _run(["detect", str(f), "--out", str(tmp_path / "det"), "--method", "watershed"]).exit_code == 0
+    res = _run(["detect", str(f), "--out", str(tmp_path / "det"), "--method", "watershed"])
+    assert res.exit_code == 0 and "(note: unfinished scan: rows" in res.output, res.output
     lab = tifffile.imread(tmp_path / "det" / "partial.labels.tif")
     assert lab.shape == hm.shape and not lab[int(0.6 * rows):].any()
 

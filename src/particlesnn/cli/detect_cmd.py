@@ -103,7 +103,8 @@ def _detect_one(f: Path, out: Path, method: str, det, diameter, profile: str, po
             fh.write(f"{k} {float(s):.4f}\n")
     prof = (f" (model {seg.info['model']}, profile {seg.info['profile']}, polarity {used})"
             if seg.info.get("profile") else f" (polarity {used})")
-    typer.echo(f"{f}: {seg.count} particles{prof} -> {out / (stem + '.labels.tif')}")
+    notes = "".join(f" (note: {w})" for w in hm.metadata.get("warnings", []))
+    typer.echo(f"{f}: {seg.count} particles{prof} -> {out / (stem + '.labels.tif')}{notes}")
 
 
 def _check_sources(data: list[str]) -> None:
