@@ -158,6 +158,19 @@ def test_many_files_joint_stats_csv_zip(client, tmp_path):
     assert summary.loc[3, "n_images"] == 3
 
 
+def test_gwyddion_download_of_a_huge_image_is_refused(done_image, monkeypatch):
+    """The Gwyddion file is built in memory (16 bytes per pixel): past the limit the page's
+    download says how large it would be and what to use instead, rather than load the server."""
+    import particlesnn.web.app as web_app
+
+    client, _, iid = done_image
+    monkeypatch.setattr(web_app, "GWY_MAX_PIXELS", 64 * 64 - 1)
+    r = client.get(f"/api/images/{iid}/download/gwy")
+    assert r.status_code == 413 and "analyze --gwyddion" in r.json()["detail"]
+    monkeypatch.setattr(web_app, "GWY_MAX_PIXELS", 64 * 64)
+    assert client.get(f"/api/images/{iid}/download/gwy").status_code == 200
+
+
 def test_detector_profile_can_be_asked_for(client, tmp_path):
     """The image page says height maps stay on the standard profile unless textured is asked
     for: the upload form can ask for it, as analyze --profile does."""

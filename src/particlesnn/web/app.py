@@ -730,6 +730,10 @@ def create_app(data_dir: str | Path, **limits: Any) -> FastAPI:
         if version < 0 or not store.has_version(folder, version):
             raise HTTPException(404, f"no version {version} of this image")
         labels, scores, particles, summary = store.load_version(folder, version)
+        if kind == "gwy" and labels.size > GWY_MAX_PIXELS:  # 16 bytes per pixel, built in memory
+            raise HTTPException(413, f"the Gwyddion file of a {labels.shape[1]} x {labels.shape[0]} px "
+                                     f"image would take {16 * labels.size / 2**20:.0f} MiB; "
+                                     "make it with 'particlesnn analyze --gwyddion'")
         try:
             payload, ext = _export(kind, folder, original, labels, scores, particles, summary)
         except _ExportMissing as err:
@@ -1089,6 +1093,8 @@ EXPORT_EXT = {
     "overlay": "_overlay.png", "report": "_report.html", "map": ".png",
 }
 DOWNLOADS = {k: f"download/{k}" for k in EXPORTS}
+#: Largest image the web service writes as a Gwyddion file (16 bytes per pixel: 256 MiB).
+GWY_MAX_PIXELS = 4096 * 4096
 ZIP_KINDS = ("csv", "map", "labelme", "via", "coco", "labels", "imagej", "overlay")
 
 
