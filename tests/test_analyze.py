@@ -285,6 +285,35 @@ def test_corrected_labelme_files_are_truth_for_evaluate(synthetic_folder, tmp_pa
     assert ev["iou_tp"] == 3 * 16 - 1 and ev["mean_matched_iou"] > 0.98, ev
 
 
+def test_truth_corrected_in_fiji_or_gwyddion_for_evaluate(synthetic_folder, tmp_path):
+    """--gt takes analyze's rois/ (ImageJ, the image size from the prediction of the same name)
+    or gwy/ (Gwyddion masks) folder, corrected: a deleted particle is a false positive."""
+    import gwyfile
+    from roifile import roiread, roiwrite
+
+    d, _ = synthetic_folder
+    out = tmp_path / "out"
+    assert _run(["analyze", str(d), "--out", str(out), "--method", "watershed",
+                 "--gwyddion"]).exit_code == 0
+    z = out / "rois" / "field1.roi.zip"
+    rois = roiread(z)
+    z.unlink()
+    roiwrite(z, rois[:-1])
+    g = out / "gwy" / "field2.gwy"
+    obj = gwyfile.load(str(g))
+    mask = np.asarray(obj["/0/mask"].data)
+    grains, _ = ndi.label(mask > 0.5)
+    obj["/0/mask"].data = np.where(grains == 5, 0.0, mask)
+    obj.tofile(str(g))
+    for truth, fp in (("rois", {"field1": 1}), ("gwy", {"field2": 1})):
+        res = _run(["evaluate", "--pred", str(out), "--gt", str(out / truth), "--out", str(tmp_path / truth)])
+        assert res.exit_code == 0, res.output
+        ev = json.loads((tmp_path / truth / "evaluation.json").read_text())
+        got = {r["name"]: r["centre_fp"] for r in ev["per_image"]}
+        assert got == {"field0": 0, "field1": 0, "field2": 0, **fp}, got
+        assert ev["overall"]["centre_fn"] == 0
+
+
 def test_gwyddion_file_with_mask_round_trip(synthetic_folder, tmp_path):
     """--gwyddion writes gwy/S.gwy (the levelled map in nm, the particles as its mask); the
     mask edited in Gwyddion is what measure then reads, from the folder or the file."""

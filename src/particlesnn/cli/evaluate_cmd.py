@@ -70,7 +70,7 @@ def run_evaluation(pred: Path, gt: Path, out: Path | None = None, coco: bool = T
     from particlesnn.io.groundtruth import read_groundtruth, read_prediction_folder
 
     preds = read_prediction_folder(pred)
-    gts = read_groundtruth(gt)
+    gts = read_groundtruth(gt, shapes={s: tuple(v[0].shape) for s, v in preds.items()})
     preds = _by_truth_names(preds, gts, pred)
     common = sorted(set(preds) & set(gts))
     missing = [("no ground truth", s) for s in sorted(set(preds) - set(gts))]
@@ -103,7 +103,8 @@ def run_evaluation(pred: Path, gt: Path, out: Path | None = None, coco: bool = T
 def evaluate(
     pred: Path = typer.Option(..., "--pred", help="Folder of predictions: S.labels.tif (+ S.scores.txt)."),
     gt: Path = typer.Option(..., "--gt", help="Ground truth: label-image folder, YOLO folder "
-                                              "(images/ + labels/), COCO .json or LabelMe folder."),
+                                              "(images/ + labels/), COCO .json, LabelMe folder, or a "
+                                              "folder of ImageJ ROI zips / Gwyddion masks."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for evaluation.csv and evaluation.json."),
     coco: bool = typer.Option(True, "--coco/--no-coco", help="Compute COCO mAP (pycocotools)."),
 ) -> None:

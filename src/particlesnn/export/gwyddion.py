@@ -95,8 +95,9 @@ def write(path: str | Path, levelled: HeightMap, labels: np.ndarray, *,
     return path
 
 
-def read(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
-    """Label image (int32, 1..n) of the Gwyddion mask in ``path``, for an image of ``shape``.
+def read(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Label image (int32, 1..n) of the Gwyddion mask in ``path``, for an image of ``shape``
+    (None: the mask's own size).
 
     The mask of the first channel that has one (``/<n>/mask``); grains are its 4-connected
     parts. InputError for a file that is not a readable Gwyddion file, holds no mask, or whose
@@ -120,7 +121,7 @@ def read(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
         raise InputError(path, f"damaged or truncated Gwyddion file ({type(err).__name__}: {err})") from None
     if mask is None:
         raise InputError(path, "holds no mask (mark the particles with a mask in Gwyddion, then save)")
-    if mask.shape != tuple(shape):
+    if shape is not None and mask.shape != tuple(shape):
         raise InputError(path, f"mask is {mask.shape[1]} x {mask.shape[0]} px, the image "
                                f"{shape[1]} x {shape[0]} px")
     labels, _ = ndi.label(mask > 0.5)  # the cross: 4-connectivity, as Gwyddion's grains

@@ -11,7 +11,11 @@ Formats (all matched to predictions by file stem):
 * **COCO JSON** (via pycocotools): instance masks (``annToMask``; where masks overlap, the later
   annotation (higher id) wins); annotations without a segmentation give boxes;
 * **LabelMe JSON**: a folder of ``*.json`` files (shapes ``polygon``, ``rectangle``, ``circle``),
-  rasterised to instance labels in shape order (later shapes win where they overlap).
+  rasterised to instance labels in shape order (later shapes win where they overlap);
+* **ImageJ / Fiji ROI sets and Gwyddion masks**: a folder of ``S.roi.zip`` (or ``S.zip``,
+  ``S.roi``) and/or ``S.gwy`` files, one per image (``analyze``'s ``rois/`` and ``gwy/``
+  folders, corrected). ROI files hold no image size: it is taken from the prediction of the
+  same name (``shapes``); a Gwyddion mask's grains (4-connected) are its particles.
 
 :func:`read_groundtruth` detects the format. :func:`real_split` is the fixed train/validation
 split of the real development sets in ``../shared/real``.
@@ -346,8 +350,9 @@ def _is_yolo_labels(path: Path) -> bool:
 
 
 def detect_format(path: str | Path) -> str:
-    """``"coco"``, ``"yolo"``, ``"labelme"`` or ``"labels"`` for a ground-truth path (a YOLO
-    set's ``labels/`` folder counts as the set)."""
+    """``"coco"``, ``"yolo"``, ``"labelme"``, ``"labels"`` or ``"rois"`` (ImageJ ROI sets and
+    Gwyddion masks) for a ground-truth path (a YOLO set's ``labels/`` folder counts as the
+    set)."""
     path = Path(path)
     if path.is_file():
         if path.suffix.lower() == ".json":
@@ -373,16 +378,49 @@ def detect_format(path: str | Path) -> str:
             return "labelme"
         if len(jsons) == 1 and isinstance(first, dict) and "annotations" in first:
             return "coco"
+    if _files(path, (".zip", ".roi", ".gwy")):
+        return "rois"
     if any(path.glob("*.txt")):
         raise InputError(path, "YOLO .txt labels need their images: give the folder that holds "
                                "images/ and labels/")
-    raise InputError(path, "no ground truth found (label images, YOLO images/+labels/, COCO or LabelMe JSON)")
+    raise InputError(path, "no ground truth found (label images, YOLO images/+labels/, COCO or "
+                           "LabelMe JSON, ImageJ ROI zips, Gwyddion masks)")
 
 
-def read_groundtruth(path: str | Path) -> dict[str, GroundTruth]:
-    """Read a ground-truth set in any supported format (detected), keyed by image stem."""
+def read_roi_folder(folder: str | Path, shapes: dict[str, tuple[int, int]] | None = None
+                    ) -> dict[str, GroundTruth]:
+    """ImageJ ROI sets (``S.roi.zip``, ``S.zip``, ``S.roi``) and Gwyddion masks (``S.gwy``) of a
+    folder, keyed by ``S``. ``shapes``: image size (rows, cols) by name, for the ROI files
+    (they hold none); a ROI file whose image size is not known raises InputError."""
+    from particlesnn.export import gwyddion, imagej
+    from particlesnn.export.annotations import image_key
+
+    folder = Path(folder)
+    out: dict[str, GroundTruth] = {}
+    for p in _files(folder, (".zip", ".roi", ".gwy")):
+        key = image_key(p.name)
+        if key in out:
+            raise InputError(p, f"a second annotation file for image {key!r} (the other is "
+                                f"{out[key].source.name}): keep one")
+        if p.suffix.lower() == ".gwy":
+            labels = gwyddion.read(p)  # the mask's own size
+        else:
+            if not shapes or key not in shapes:
+                raise InputError(p, f"an ImageJ ROI file holds no image size and there is no "
+                                    f"prediction named {key!r} to take it from")
+            labels = imagej.read(p, shapes[key])
+        out[key] = GroundTruth(key, labels=_consecutive(np.asarray(labels, np.int32)), source=p)
+    return out
+
+
+def read_groundtruth(path: str | Path, shapes: dict[str, tuple[int, int]] | None = None
+                     ) -> dict[str, GroundTruth]:
+    """Read a ground-truth set in any supported format (detected), keyed by image stem.
+    ``shapes`` (rows, cols by name) gives ImageJ ROI files their image size."""
     path = Path(path)
     fmt = detect_format(path)
+    if fmt == "rois":
+        return read_roi_folder(path, shapes)
     if fmt == "coco":
         return read_coco(path if path.is_file() else _files(path, (".json",))[0])
     if fmt == "yolo":
@@ -448,7 +486,8 @@ def read_real_set(root: str | Path, set_name: str, split: str | None = None) -> 
 
 __all__ = [
     "GroundTruth", "read_label_image", "read_label_folder", "read_yolo_labels", "read_yolo_folder",
-    "read_coco", "read_labelme", "read_labelme_folder", "read_groundtruth", "detect_format",
+    "read_coco", "read_labelme", "read_labelme_folder", "read_roi_folder", "read_groundtruth",
+    "detect_format",
     "image_shape", "real_split", "read_real_set", "REAL_SETS", "read_scores", "read_prediction_folder",
 ]
 
