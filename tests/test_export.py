@@ -242,6 +242,7 @@ def test_gwyddion_mask_keeps_touching_particles_apart(tmp_path):
     p = gwyddion.write(tmp_path / "gwy" / "s.gwy", hm, lab)
     back = gwyddion.read(p, lab.shape)
     assert back.max() == 4 and np.array_equal(back > 0, mask)
+    assert np.array_equal(gwyddion.as_read(lab), back)  # what a file of lab reads as
     ch = pio.read(p)
     assert ch.unit == "nm" and np.allclose(ch.data, z) and np.allclose(ch.pixel_size, 0.25)
     with pytest.raises(InputError, match="mask is 40 x 30 px"):
@@ -251,6 +252,35 @@ def test_gwyddion_mask_keeps_touching_particles_apart(tmp_path):
     (tmp_path / "junk.gwy").write_bytes(b"GWYP" + b"\x00" * 7)
     with pytest.raises(InputError, match="junk.gwy"):
         gwyddion.read(tmp_path / "junk.gwy", lab.shape)
+
+
+def test_edited_copy_found_among_touching_particles(tmp_path):
+    """An analyze folder's three copies of one image's contours, with touching particles (the
+    Gwyddion mask then reads smaller than the others even unedited): untouched -> the LabelMe
+    file; the mask edited -> the mask; it and LabelMe edited differently -> refused."""
+    from particlesnn import HeightMap
+    from particlesnn.export import gwyddion
+    from particlesnn.export.annotations import read_annotations
+
+    lab = np.zeros((40, 50), np.int32)
+    lab[5:15, 5:15], lab[5:15, 15:25], lab[25:35, 30:40] = 1, 2, 3  # 1 and 2 touch
+    labels_io.write_labels(tmp_path / "s.labels.tif", lab)
+    labelme.write(tmp_path / "s.labelme.json", lab, "s.image.png")
+    imagej.write(tmp_path / "rois" / "s.roi.zip", lab)
+    g = gwyddion.write(tmp_path / "gwy" / "s.gwy", HeightMap(np.zeros(lab.shape), pixel_size=(1, 1)), lab)
+
+    def source():
+        return read_annotations(tmp_path, "s.gsf", lab.shape, with_source=True)[1].name
+
+    assert source() == "s.labelme.json"
+    one = lab.copy()
+    one[one == 3] = 0
+    gwyddion.write(g, HeightMap(np.zeros(lab.shape), pixel_size=(1, 1)), one)  # edited in Gwyddion
+    labels, src = read_annotations(tmp_path, "s", lab.shape, with_source=True)
+    assert src.name == "s.gwy" and labels.max() == 2
+    labelme.write(tmp_path / "s.labelme.json", one, "s.image.png")  # and in LabelMe too
+    with pytest.raises(InputError, match="labelme and gwyddion were edited"):
+        read_annotations(tmp_path, "s", lab.shape)
 
 
 # ---------------------------------------------------------------- overlay

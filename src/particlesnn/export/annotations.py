@@ -132,7 +132,6 @@ def _edited(labels_tif: Path, found: dict[str, tuple[np.ndarray, Path]], shape) 
     import tempfile
 
     from particlesnn.export import labels as labels_io
-    from particlesnn.heightmap import HeightMap
 
     if not labels_tif.is_file():
         return f"there is no {labels_tif.name} to tell which was edited"
@@ -151,8 +150,7 @@ def _edited(labels_tif: Path, found: dict[str, tuple[np.ndarray, Path]], shape) 
             elif fmt == "imagej":
                 pristine = imagej.read(imagej.write(t / "a.roi.zip", orig), shape)
             else:
-                pristine = gwyddion.read(gwyddion.write(
-                    t / "a.gwy", HeightMap(np.zeros(shape), pixel_size=None), orig), shape)
+                pristine = gwyddion.as_read(orig)
             if not np.array_equal(lab, pristine):
                 edited.append(fmt)
     if len(edited) == 1:

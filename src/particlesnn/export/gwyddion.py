@@ -24,7 +24,7 @@ from particlesnn.errors import InputError
 from particlesnn.export._common import check_labels
 from particlesnn.heightmap import HeightMap
 
-__all__ = ["write", "read", "grain_mask"]
+__all__ = ["write", "read", "grain_mask", "as_read"]
 
 
 def grain_mask(labels: np.ndarray) -> np.ndarray:
@@ -124,5 +124,15 @@ def read(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
     if shape is not None and mask.shape != tuple(shape):
         raise InputError(path, f"mask is {mask.shape[1]} x {mask.shape[0]} px, the image "
                                f"{shape[1]} x {shape[0]} px")
-    labels, _ = ndi.label(mask > 0.5)  # the cross: 4-connectivity, as Gwyddion's grains
+    return _grains(mask > 0.5)
+
+
+def _grains(mask: np.ndarray) -> np.ndarray:
+    labels, _ = ndi.label(mask)  # the cross: 4-connectivity, as Gwyddion's grains
     return labels.astype(np.int32)
+
+
+def as_read(labels: np.ndarray) -> np.ndarray:
+    """The label image :func:`read` gives back from a file :func:`write` made of ``labels``
+    (its grains, touching particles parted by their gap), without writing one."""
+    return _grains(grain_mask(np.asarray(labels)))
