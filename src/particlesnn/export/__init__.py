@@ -7,6 +7,9 @@ One module per format, each with ``write(...)`` and ``read(...)``:
 * :mod:`~particlesnn.export.via`     VGG Image Annotator 2 project JSON for a set of images;
 * :mod:`~particlesnn.export.coco`    COCO instance-segmentation JSON for a set of images;
 * :mod:`~particlesnn.export.imagej`  ImageJ ROI zip (one polygon ROI per particle);
+* :mod:`~particlesnn.export.gwyddion` Gwyddion ``.gwy``: the levelled map with the particles as its mask;
+* :mod:`~particlesnn.export.annotations` reads any of them back for one image (and tells which
+  copy of an ``analyze`` folder was edited);
 * :mod:`~particlesnn.export.overlay` the height map with contours, ids and scale bar (PNG);
 * :mod:`~particlesnn.export.report`  one self-contained HTML report.
 
