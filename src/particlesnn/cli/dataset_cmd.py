@@ -40,8 +40,12 @@ def dataset_export(
     if db is not None:
         data_dir = db.parent
     man = export_dataset(data_dir, out)
-    typer.echo(f"{man['images']} corrected images ({man['train_images']} for training, "
+    n = man["images"]
+    typer.echo(f"{n} corrected image{'' if n == 1 else 's'} ({man['train_images']} for training, "
                f"{man['heldout_images']} held out), {man['particles']} particles -> {out}")
+    if man["train_images"] == 0:  # every 4th image is held out: the first one is
+        typer.echo("note: nothing to train on yet: correct at least 2 images "
+                   "(every 4th is kept for checking the new model)")
 
 
 def _registry(registry: Optional[Path]):
