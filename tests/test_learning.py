@@ -109,10 +109,16 @@ def test_dataset_export_cli(tmp_path):
         for k in range(2):
             i = upload_and_wait(c, tmp_path, f"s{k}.gsf", [(16, 16), (46, 46)])
             c.post(f"/api/images/{i}/edits", json={"action": "delete", "labels": [1]})
+            if k == 0:  # one corrected image: it is held out, nothing is left to train on
+                r = CliRunner().invoke(app, ["dataset", "export", "--out", str(tmp_path / "one"),
+                                             "--data-dir", str(data)])
+                assert "1 corrected image (0 for training, 1 held out)" in r.output, r.output
+                assert "note: nothing to train on yet: correct at least 2 images" in r.output
     r = CliRunner().invoke(app, ["dataset", "export", "--out", str(tmp_path / "ds"),
                                  "--data-dir", str(data)])
     assert r.exit_code == 0, r.output
     assert "2 corrected images (1 for training, 1 held out), 2 particles" in r.output
+    assert "nothing to train on" not in r.output
     doc = json.loads((tmp_path / "ds" / "annotations.json").read_text())
     assert len(doc["images"]) == 2 and len(doc["annotations"]) == 2
     r = CliRunner().invoke(app, ["dataset", "export", "--out", str(tmp_path / "x"),
