@@ -37,9 +37,8 @@ unit is not nm); ``substrate_source``
 (``"fit"``, ``"ring"`` or ``"global"`` when no ring pixel was free and the median of all
 background pixels was used); ``touches_border`` (bool); ``nn_distance_<L>`` (centre-to-centre
 distance to the nearest other particle of the image, NaN for a lone particle,
-:func:`nearest_neighbours`); ``score``
-(detection confidence, NaN if not given); and, when ``fits`` from :func:`particlesnn.refine.refine` are given, its ``fit_*``
-columns, plus ``fit_volume_nm3`` (volume of the whole fitted bump, flanks included) when the
+:func:`nearest_neighbours`); ``score`` (detection confidence, NaN if not given); and, when
+``fits`` from :func:`particlesnn.refine.refine` are given, its ``fit_*`` columns, plus ``fit_volume_nm3`` (volume of the whole fitted bump, flanks included) when the
 scale is known and heights are in nm.
 
 Shape measures with anisotropic pixels are computed on the contour scaled to nm, so ``_nm``

@@ -189,9 +189,10 @@ def check_shape(path: Path, rows: int, cols: int) -> None:
 def fill_nans(data: np.ndarray, path: Path | None) -> tuple[np.ndarray, int]:
     """Fill non-finite pixels with the value of the nearest finite pixel.
 
-    Policy: an image with no finite value raises InputError; otherwise NaN/inf pixels (for
-    example an unfinished scan) are filled by nearest-neighbour and their number returned so
-    the reader can record a warning. Returns (data, n_filled).
+    Policy: an image with no finite value raises InputError; otherwise NaN/inf pixels (holes
+    inside the scanned part: :func:`make_heightmap` cuts an unfinished scan's empty edge lines
+    first) are filled by nearest-neighbour and their number returned so the reader can record
+    a warning. Returns (data, n_filled).
     """
     bad = ~np.isfinite(data)
     n = int(bad.sum())

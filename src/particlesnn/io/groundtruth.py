@@ -11,7 +11,8 @@ Formats (all matched to predictions by file stem):
 * **COCO JSON** (via pycocotools): instance masks (``annToMask``; where masks overlap, the later
   annotation (higher id) wins); annotations without a segmentation give boxes;
 * **LabelMe JSON**: a folder of ``*.json`` files (shapes ``polygon``, ``rectangle``, ``circle``),
-  rasterised to instance labels in shape order (later shapes win where they overlap);
+  rasterised as :func:`particlesnn.export.labelme.read` does (pixel centre inside; shapes
+  sharing a ``group_id`` are one object; where objects overlap the smaller one wins);
 * **ImageJ / Fiji ROI sets and Gwyddion masks**: a folder of ``S.roi.zip`` (or ``S.zip``,
   ``S.roi``) and/or ``S.gwy`` files, one per image (``analyze``'s ``rois/`` and ``gwy/``
   folders, corrected). ROI files hold no image size: it is taken from the prediction of the
@@ -326,15 +327,7 @@ def read_labelme_folder(folder: str | Path) -> dict[str, GroundTruth]:
     ``S.labelme.json``, so corrected files match the predictions named ``S``)."""
     from particlesnn.export.annotations import image_key
 
-    folder = Path(folder)
-    out = {}
-    for p in _files(folder, (".json",)):
-        key = image_key(p.name)
-        if key in out:
-            raise InputError(p, f"a second LabelMe file for image {key!r} (the other is "
-                                f"{out[key].source.name}): keep one")
-        out[key] = read_labelme(p)
-        out[key].name = key
+    out = _by_image(_files(Path(folder), (".json",)), read_labelme)
     if not out:
         raise InputError(folder, "no LabelMe .json files found")
     return out
@@ -395,13 +388,8 @@ def read_roi_folder(folder: str | Path, shapes: dict[str, tuple[int, int]] | Non
     from particlesnn.export import gwyddion, imagej
     from particlesnn.export.annotations import image_key
 
-    folder = Path(folder)
-    out: dict[str, GroundTruth] = {}
-    for p in _files(folder, (".zip", ".roi", ".gwy")):
+    def read(p: Path) -> GroundTruth:
         key = image_key(p.name)
-        if key in out:
-            raise InputError(p, f"a second annotation file for image {key!r} (the other is "
-                                f"{out[key].source.name}): keep one")
         if p.suffix.lower() == ".gwy":
             labels = gwyddion.read(p)  # the mask's own size
         else:
@@ -409,7 +397,25 @@ def read_roi_folder(folder: str | Path, shapes: dict[str, tuple[int, int]] | Non
                 raise InputError(p, f"an ImageJ ROI file holds no image size and there is no "
                                     f"prediction named {key!r} to take it from")
             labels = imagej.read(p, shapes[key])
-        out[key] = GroundTruth(key, labels=_consecutive(np.asarray(labels, np.int32)), source=p)
+        return GroundTruth(key, labels=_consecutive(np.asarray(labels, np.int32)), source=p)
+
+    return _by_image(_files(Path(folder), (".zip", ".roi", ".gwy")), read)
+
+
+def _by_image(files: Iterable[Path], read) -> dict[str, GroundTruth]:
+    """``read(file)`` of each file keyed by its image (``S`` for ``S.labelme.json``,
+    ``S.roi.zip``, ``S.gwy``: :func:`particlesnn.export.annotations.image_key`); two files
+    for one image: InputError."""
+    from particlesnn.export.annotations import image_key
+
+    out: dict[str, GroundTruth] = {}
+    for p in files:
+        key = image_key(p.name)
+        if key in out:
+            raise InputError(p, f"a second annotation file for image {key!r} (the other is "
+                                f"{out[key].source.name}): keep one")
+        out[key] = read(p)
+        out[key].name = key
     return out
 
 
