@@ -18,6 +18,7 @@ The JSON API under ``/api`` does everything the pages do. Ids are unguessable
 """
 from __future__ import annotations
 
+import collections
 import io
 import json
 import logging
@@ -645,14 +646,14 @@ def create_app(data_dir: str | Path, **limits: Any) -> FastAPI:
         # one name per image: a file name uploaded twice (scan1.gsf from two folders) gets the
         # name of its ZIP folder (scan1_2.gsf) in every table, and its annotation files refer
         # to the map PNG beside them (scan1_2.png), not to the other image's
-        repeated = {n for n in (im[1] for im in images) if sum(im[1] == n for im in images) > 1}
+        seen = collections.Counter(im[1] for im in images)
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
             zf.writestr("options.json", json.dumps(options, indent=2))
             status_lines = ["image,status,error"]
             for image_id, uploaded, status, error, version in images:
                 stem = _unique(_stem(uploaded), used)
                 renamed = f"{stem}{Path(uploaded).suffix}" if stem != _stem(uploaded) else uploaded
-                original = renamed if uploaded in repeated else uploaded
+                original = renamed if seen[uploaded] > 1 else uploaded
                 status_lines.append(",".join(_csv_cell(v) for v in (original, status, error)))
                 if status != DONE:
                     continue
