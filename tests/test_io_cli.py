@@ -144,3 +144,18 @@ def test_convert_refuses_to_overwrite_input(tmp_path):
     res = runner.invoke(app, ["convert", str(src), "--to", "txt"])
     assert res.exit_code == 1 and "would overwrite the input" in res.output
     assert src.read_bytes() == before
+
+
+def test_info_says_where_an_image_scale_came_from(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    z = (np.random.default_rng(0).random((32, 40)) * 200).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "sem.tif", z, extratags=[
+        (34682, "s", 0, "[Scan]\r\nPixelWidth=2.5e-09\r\nPixelHeight=2.5e-09\r\n", True)])
+    tifffile.imwrite(tmp_path / "fiji.tif", z, imagej=True, resolution=(0.4, 0.4),
+                     metadata={"unit": "nm"})
+    res = runner.invoke(app, ["info", str(tmp_path / "sem.tif"), str(tmp_path / "fiji.tif")],
+                        env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    assert "scale from the FEI TIFF metadata" in res.output
+    assert "scale from the ImageJ TIFF metadata" in res.output
+    assert "100 x 80" in res.output  # 40 x 32 px at 2.5 nm/px

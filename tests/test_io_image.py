@@ -358,3 +358,63 @@ def test_scale_bar_on_black_box(tmp_path, name):
         assert m[84:115, 14:101].all()
     # (on gray/afmhot, black is the palette's low end and this box sits on dark data: it is
     # indistinguishable from a flat dark region and stays; the bar is still measured alone)
+
+
+def _fei_header(pixel_m: float, rx: int, ry: int) -> str:
+    return ("[User]\r\nDate=12/08/2026\r\n[Beam]\r\nHV=5000\r\n[Scan]\r\n"
+            f"PixelWidth={pixel_m:g}\r\nPixelHeight={pixel_m:g}\r\n"
+            f"[Image]\r\nResolutionX={rx}\r\nResolutionY={ry}\r\n")
+
+
+def test_fei_sem_tiff_scale_and_data_bar(tmp_path):
+    """An FEI / Thermo Fisher TIFF: pixel size from [Scan] PixelWidth (m), data bar cut off,
+    labels from detect still in the file's frame."""
+    tifffile = pytest.importorskip("tifffile")
+    from particlesnn.io import in_file_frame
+
+    img = (smooth_map() * 200).astype(np.uint8)  # 120 x 160: the scan
+    bar = np.zeros((22, W), np.uint8)
+    bar[5:15, 10:90] = 255  # the data bar's text and scale bar
+    tifffile.imwrite(tmp_path / "fei.tif", np.vstack([img, bar]),
+                     extratags=[(34682, "s", 0, _fei_header(3.125e-9, W, H), True)])
+    hm = image.read(tmp_path / "fei.tif")
+    assert hm.shape == (H, W)
+    assert np.array_equal(hm.data, img.astype(hm.data.dtype))
+    assert hm.pixel_size == pytest.approx((3.125, 3.125))
+    assert hm.metadata["image"]["tiff_scale_from"] == "FEI"
+    assert any("data bar" in w for w in hm.metadata["warnings"])
+    back = in_file_frame(np.ones(hm.shape, np.uint16), hm)
+    assert back.shape == (H + 22, W) and back[H:].max() == 0
+    # an FEI header whose image size is the TIFF's: nothing cut
+    tifffile.imwrite(tmp_path / "fei2.tif", img,
+                     extratags=[(34682, "s", 0, _fei_header(2e-10, W, H), True)])
+    hm2 = image.read(tmp_path / "fei2.tif")
+    assert hm2.shape == (H, W) and hm2.pixel_size == pytest.approx((0.2, 0.2))
+    assert "scanned_region" not in hm2.metadata
+
+
+@pytest.mark.parametrize("text, nm", [("Image Pixel Size = 2.233 nm", 2.233),
+                                      ("Image Pixel Size = 1.116 µm", 1116.0)])
+def test_zeiss_sem_tiff_scale(tmp_path, text, nm):
+    tifffile = pytest.importorskip("tifffile")
+    tag = "\r\n".join(["0", "0", "AP_IMAGE_PIXEL_SIZE", text, "DP_DETECTOR_CHANNEL",
+                       "Signal A = InLens"]).encode("latin-1")
+    tifffile.imwrite(tmp_path / "z.tif", (smooth_map() * 200).astype(np.uint8),
+                     extratags=[(34118, "s", 0, tag, True)])
+    hm = image.read(tmp_path / "z.tif")
+    assert hm.pixel_size == pytest.approx((nm, nm))
+    assert hm.metadata["image"]["tiff_scale_from"] == "Zeiss"
+    assert hm.metadata["pixel_size_source"] == "tiff"
+
+
+def test_sem_tiff_without_usable_scale_says_so(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    tifffile.imwrite(tmp_path / "f.tif", (smooth_map() * 200).astype(np.uint8),
+                     extratags=[(34682, "s", 0, "[Scan]\r\nDwelltime=1e-6\r\n", True)])
+    hm = image.read(tmp_path / "f.tif")
+    assert hm.pixel_size is None
+    assert any("PixelWidth" in w for w in hm.metadata["warnings"])
+    # the argument still wins over the microscope's scale
+    tifffile.imwrite(tmp_path / "g.tif", (smooth_map() * 200).astype(np.uint8),
+                     extratags=[(34682, "s", 0, _fei_header(1e-9, W, H), True)])
+    assert image.read(tmp_path / "g.tif", pixel_size=0.5).pixel_size == (0.5, 0.5)

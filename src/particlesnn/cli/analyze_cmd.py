@@ -430,7 +430,7 @@ def measure(
     config: Optional[Path] = typer.Option(None, help="YAML options (e.g. the config.yaml of the analyze run)."),
     overwrite: bool = typer.Option(False),
 ) -> None:
-    """Re-import edited contours (LabelMe / VIA / COCO / ImageJ) and recompute measures and statistics."""
+    """Re-import edited contours (LabelMe / VIA / COCO / ImageJ / Gwyddion) and recompute measures and statistics."""
     import yaml
 
     from particlesnn import io

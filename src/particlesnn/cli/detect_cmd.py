@@ -275,8 +275,9 @@ def export_onnx(
     checkpoint: Path = typer.Argument(..., help="checkpoint.pt (or a folder holding one)."),
     out: Path = typer.Option(..., "--out", help="Model folder to write."),
 ) -> None:
-    """Export a training checkpoint as a model folder (model.onnx, config.json, thresholds.json,
-    weights.npz)."""
+    """Export a training checkpoint as a model folder for detect/analyze --model.
+
+    The folder holds model.onnx, config.json, thresholds.json and weights.npz."""
     from particlesnn.errors import InputError
 
     training = _training()

@@ -47,6 +47,11 @@ def info_rows(paths: list[Path]) -> list[dict]:
             notes.append(f"smaller than {pio.MIN_SIDE} x {pio.MIN_SIDE} px")
         if hm.pixel_size is None:
             notes.append("no physical scale")
+        elif hm.metadata.get("pixel_size_source") == "tiff":
+            notes.append(f"scale from the {hm.metadata['image'].get('tiff_scale_from', 'TIFF')} "
+                         "TIFF metadata")
+        elif hm.metadata.get("pixel_size_source") == "scale_bar":
+            notes.append("scale from the scale bar")
         rows.append({
             "ok": True,
             "file": str(p),

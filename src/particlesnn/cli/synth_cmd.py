@@ -28,8 +28,10 @@ def synth(
                                     help="Write WSxM .txt and .gsf height maps (SPM presets)."),
     image_format: str = typer.Option("png", "--image-format", help="png or bmp renders."),
 ) -> None:
-    """Generate N synthetic images with exact ground truth: height maps (.txt, .gsf), PNG
-    renders, uint16 label TIFFs, one COCO JSON and a per-particle truth CSV."""
+    """Generate N synthetic images with exact ground truth (height maps, renders, labels, COCO, CSV).
+
+    Writes WSxM .txt and .gsf height maps, PNG renders, uint16 label TIFFs, one COCO JSON and a
+    per-particle truth CSV."""
     from rich.progress import Progress
 
     from particlesnn.synth.dataset import write_dataset

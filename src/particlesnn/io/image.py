@@ -18,7 +18,12 @@ back into a scalar map:
   so later stages see a clean map;
 * the pixel size (nm/px) comes from ``pixel_size``, else from ``scale_bar`` (the length in nm
   of the burnt-in bar, measured as the longest straight horizontal run of annotation), else from
-  an ImageJ TIFF whose unit is a length; otherwise it is ``None``.
+  the TIFF's own scale: an ImageJ TIFF whose unit is a length (a scale set in Fiji), an FEI /
+  Thermo Fisher SEM/FIB TIFF (``[Scan] PixelWidth``) or a Zeiss SmartSEM TIFF (``Image Pixel
+  Size``); otherwise it is ``None`` (print resolutions in dots per inch are not a scale);
+* the data bar that FEI microscopes append below the image (the TIFF is taller than the
+  scan's ``[Image] ResolutionY``) is left out; ``detect`` still writes labels in the file's
+  frame (``metadata["scanned_region"]``, ``["file_shape"]``).
 """
 from __future__ import annotations
 
@@ -95,7 +100,7 @@ def _decode_pillow(path: Path, buf: bytes) -> tuple[np.ndarray, np.ndarray | Non
     return np.array(arr), alpha, info
 
 
-def _tiff_pixel_size(tf: Any) -> tuple[tuple[float, float] | None, str | None]:
+def _imagej_pixel_size(tf: Any) -> tuple[tuple[float, float] | None, str | None]:
     """(x, y) nm/px from an ImageJ TIFF whose unit is a length, else (None, reason)."""
     md = tf.imagej_metadata if tf.is_imagej else None
     if not md or not md.get("unit"):
@@ -114,9 +119,82 @@ def _tiff_pixel_size(tf: Any) -> tuple[tuple[float, float] | None, str | None]:
         py = f * yr[1] / yr[0]
     except (KeyError, ZeroDivisionError, TypeError, IndexError):
         return None, "ImageJ TIFF without a usable resolution; pixel size ignored"
-    if not (np.isfinite(px) and np.isfinite(py)) or px <= 0 or py <= 0:
-        return None, "ImageJ TIFF resolution is not positive; pixel size ignored"
-    return (float(px), float(py)), None
+    return (px, py), None
+
+
+def _fei_pixel_size(tf: Any) -> tuple[tuple[float, float] | None, str | None]:
+    """(x, y) nm/px from an FEI / Thermo Fisher SEM or FIB TIFF (``[Scan] PixelWidth``, m)."""
+    md = tf.fei_metadata if tf.is_fei else None
+    if not md:
+        return None, None
+    scan = md.get("Scan") or md.get("EScan") or {}
+    try:
+        px = float(scan["PixelWidth"]) * 1e9
+        py = float(scan.get("PixelHeight", scan["PixelWidth"])) * 1e9
+    except (KeyError, TypeError, ValueError):
+        return None, "FEI TIFF without a usable [Scan] PixelWidth; pixel size ignored"
+    return (px, py), None
+
+
+def _zeiss_pixel_size(tf: Any) -> tuple[tuple[float, float] | None, str | None]:
+    """nm/px from a Zeiss SmartSEM TIFF (CZ_SEM tag: ``Image Pixel Size = 2.233 nm``)."""
+    md = tf.sem_metadata if tf.is_sem else None
+    if not md:
+        return None, None
+    for key in ("ap_image_pixel_size", "ap_pixel_size"):
+        item = md.get(key)
+        if isinstance(item, tuple) and len(item) == 3:
+            f = length_factor(str(item[2]))
+            try:
+                if f is not None:
+                    return (float(item[1]) * f,) * 2, None
+            except (TypeError, ValueError):
+                pass
+    return None, "Zeiss SEM TIFF without a usable Image Pixel Size; pixel size ignored"
+
+
+#: The TIFF dialects whose pixel size is read, first found wins: ImageJ (a scale the user set
+#: in Fiji), FEI / Thermo Fisher and Zeiss SEM (written by the microscope).
+_TIFF_SCALES = (("ImageJ", _imagej_pixel_size), ("FEI", _fei_pixel_size),
+                ("Zeiss", _zeiss_pixel_size))
+
+
+def _tiff_pixel_size(tf: Any) -> tuple[tuple[float, float] | None, str | None, list[str]]:
+    """(x, y) nm/px from the TIFF's own scale, the dialect it came from, and notes.
+
+    Print resolutions (dots per inch or cm without a microscope's tags) are not a scale and
+    are ignored. Returns ``(None, None, notes)`` when no usable scale is found.
+    """
+    notes = []
+    for name, get in _TIFF_SCALES:
+        try:
+            ps, why = get(tf)
+        except Exception as err:  # a private tag that tifffile could not parse
+            ps, why = None, f"{name} TIFF metadata unreadable ({err}); pixel size ignored"
+        if why:
+            notes.append(why)
+        if ps is None:
+            continue
+        if not all(np.isfinite(v) and v > 0 for v in ps):
+            notes.append(f"{name} TIFF pixel size is not positive; pixel size ignored")
+            continue
+        return (float(ps[0]), float(ps[1])), name, notes
+    return None, None, notes
+
+
+def _fei_databar_rows(tf: Any, height: int, width: int) -> int | None:
+    """Rows of image above an FEI TIFF's data bar (``[Image] ResolutionY``), or None.
+
+    FEI / Thermo Fisher microscopes append the data bar (magnification, HV, scale bar...)
+    below the image: the TIFF is taller than the scan.
+    """
+    md = tf.fei_metadata if tf.is_fei else None
+    try:
+        rx = int((md or {})["Image"]["ResolutionX"])
+        ry = int((md or {})["Image"]["ResolutionY"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return ry if rx == width and 0 < ry < height else None
 
 
 def _decode_tiff(path: Path, buf: bytes,
@@ -128,17 +206,25 @@ def _decode_tiff(path: Path, buf: bytes,
             page = tf.pages[0]
             arr = tf.asarray()
             info: dict[str, Any] = {"tiff_pages": len(tf.pages), "tiff_shape": list(arr.shape)}
-            ps, why = _tiff_pixel_size(tf)
+            ps, dialect, notes = _tiff_pixel_size(tf)
             if ps is not None:
                 info["tiff_pixel_size"] = ps
-            if why:
-                info.setdefault("warnings", []).append(why)
+                info["tiff_scale_from"] = dialect
+            if notes:
+                info.setdefault("warnings", []).extend(notes)
+            databar = _fei_databar_rows(tf, page.shape[0], page.shape[1])
+            page_rows = page.shape[0]
             photometric = int(page.photometric) if page.photometric is not None else None
             colormap = page.colormap
     except InputError:
         raise
     except Exception as err:  # tifffile raises many kinds on corrupt input
         raise InputError(path, f"corrupt or truncated TIFF ({err})") from None
+    if databar is not None and arr.ndim in (2, 3) and arr.shape[0] == page_rows:
+        arr = arr[:databar]
+        info["databar_rows_cropped"] = page_rows - databar
+        info.setdefault("warnings", []).append(
+            f"FEI data bar ({page_rows - databar} rows below the image) left out")
     alpha = None
     if photometric == 3 and colormap is not None and arr.ndim == 2:  # palette TIFF
         cm = np.asarray(colormap, dtype=np.float64)
@@ -529,7 +615,8 @@ def read(path: str | Path, channel: Any = None, pixel_size: Any = None,
     = annotation / invalid, filled from its surroundings), ``masked_fraction``, ``scale_bar``
     (``length_px``, ``row``, ``col``, ``length_nm``; when a bar-like run was found),
     ``colour_bar_px``, ``pixel_size_source`` (``"argument"``, ``"scale_bar"``, ``"tiff"`` or
-    None), ``warnings``.
+    None; ``metadata["image"]["tiff_scale_from"]`` names the TIFF dialect: ``"ImageJ"``,
+    ``"FEI"``, ``"Zeiss"``), ``warnings``.
     """
     p = Path(path)
     buf = read_bytes(p)
@@ -542,6 +629,9 @@ def read(path: str | Path, channel: Any = None, pixel_size: Any = None,
         raise InputError(p, f"empty image (shape {arr.shape})")
     warnings: list[str] = list(info.pop("warnings", []))
     md: dict[str, Any] = {"image": info}
+    if "databar_rows_cropped" in info:  # detect writes its labels in the file's frame
+        md["scanned_region"] = [0, arr.shape[0], 0, arr.shape[1]]
+        md["file_shape"] = [arr.shape[0] + info["databar_rows_cropped"], arr.shape[1]]
     invalid = np.zeros(arr.shape[:2], bool)
     if alpha is not None:
         invalid |= np.asarray(alpha) == 0
