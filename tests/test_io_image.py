@@ -418,3 +418,35 @@ def test_sem_tiff_without_usable_scale_says_so(tmp_path):
     tifffile.imwrite(tmp_path / "g.tif", (smooth_map() * 200).astype(np.uint8),
                      extratags=[(34682, "s", 0, _fei_header(1e-9, W, H), True)])
     assert image.read(tmp_path / "g.tif", pixel_size=0.5).pixel_size == (0.5, 0.5)
+
+
+def test_tiff_stack_planes_are_channels(tmp_path):
+    """A multi-page TIFF: plane 0 by default with a warning naming the others; any plane by
+    number from the command line ("2" or "plane 2"); a plane that is not there is an error."""
+    tifffile = pytest.importorskip("tifffile")
+    from particlesnn import io as pio
+
+    planes = np.stack([np.full((H, W), 10 * (k + 1), np.uint16) for k in range(3)])
+    planes[:, 20:30, 20:30] += 5
+    tifffile.imwrite(tmp_path / "s.tif", planes, photometric="minisblack")
+    hm = image.read(tmp_path / "s.tif")
+    assert hm.channel == "plane 0" and hm.data[0, 0] == 10
+    assert hm.metadata["channels"] == ["plane 0", "plane 1", "plane 2"]
+    assert any("3 planes" in w and "--channel" in w for w in hm.metadata["warnings"])
+    assert pio.list_channels(tmp_path / "s.tif") == ["plane 0", "plane 1", "plane 2"]
+    for ch in ("2", "plane 2", 2):
+        two = pio.read(tmp_path / "s.tif", channel=ch)
+        assert two.channel == "plane 2" and two.data[0, 0] == 30
+        assert not any("planes" in w for w in two.metadata.get("warnings", []))
+    with pytest.raises(InputError, match="no plane 3"):
+        pio.read(tmp_path / "s.tif", channel="3")
+    tifffile.imwrite(tmp_path / "one.tif", planes[0])
+    assert image.read(tmp_path / "one.tif", channel="0").channel == "grey"
+    with pytest.raises(InputError, match="holds one image"):
+        image.read(tmp_path / "one.tif", channel="1")
+    # an RGB TIFF stored plane by plane is a colour picture, not a stack
+    rgb = render(smooth_map(), "viridis")
+    tifffile.imwrite(tmp_path / "rgb.tif", np.moveaxis(rgb, -1, 0), photometric="rgb",
+                     planarconfig="separate")
+    col = image.read(tmp_path / "rgb.tif")
+    assert col.metadata["palette"] == "viridis" and "tiff_planes" not in col.metadata["image"]

@@ -28,6 +28,7 @@ back into a scalar map:
 from __future__ import annotations
 
 import io as _io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +198,18 @@ def _fei_databar_rows(tf: Any, height: int, width: int) -> int | None:
     return ry if rx == width and 0 < ry < height else None
 
 
+def plane_index(channel: Any) -> int | None:
+    """The plane of a TIFF stack that ``channel`` asks for (``2``, ``"2"``, ``"plane 2"``;
+    0-based), or None when it names no plane."""
+    if isinstance(channel, (int, np.integer)) and not isinstance(channel, bool):
+        return int(channel)
+    if isinstance(channel, str):
+        m = re.fullmatch(r"\s*(?:plane\s*)?(\d+)\s*", channel, flags=re.IGNORECASE)
+        if m:
+            return int(m.group(1))
+    return None
+
+
 def _decode_tiff(path: Path, buf: bytes,
                  channel: Any) -> tuple[np.ndarray, np.ndarray | None, dict]:
     import tifffile
@@ -232,13 +245,23 @@ def _decode_tiff(path: Path, buf: bytes,
         arr = np.round(cm[:, arr].transpose(1, 2, 0)).astype(np.uint8)
     elif photometric == 0 and np.issubdtype(arr.dtype, np.integer):  # min-is-white
         arr = (np.iinfo(arr.dtype).max - arr).astype(arr.dtype)
+    if photometric == 2 and arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] > 4:
+        arr = np.moveaxis(arr, 0, -1)  # RGB stored plane by plane (planar configuration 2)
     # pick one plane of a stack: (S, H, W) or (S, H, W, C)
+    asked = plane_index(channel)
     if arr.ndim == 4 or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
-        k = channel if isinstance(channel, int) else 0
+        k = 0 if asked is None else asked
         if not 0 <= k < arr.shape[0]:
-            raise InputError(path, f"no plane {k} (the TIFF holds {arr.shape[0]})")
+            raise InputError(path, f"no plane {k} (the TIFF holds planes 0-{arr.shape[0] - 1})")
+        info["tiff_planes"] = int(arr.shape[0])
         arr = arr[k]
         info["tiff_plane"] = k
+        if asked is None:
+            info.setdefault("warnings", []).append(
+                f"TIFF stack of {info['tiff_planes']} planes: plane 0 read "
+                f"(--channel 1..{info['tiff_planes'] - 1} for another)")
+    elif asked not in (None, 0):
+        raise InputError(path, f"no plane {asked} (the TIFF holds one image)")
     if arr.ndim == 3 and arr.shape[-1] == 4:
         alpha = arr[..., 3]
         arr = arr[..., :3]
@@ -598,8 +621,9 @@ def read(path: str | Path, channel: Any = None, pixel_size: Any = None,
     path : PNG, TIFF, BMP or JPEG file.
     channel : None (automatic), ``"grey"``/``"luminance"`` (plain grey or luminance of a colour
         picture), ``"red"``/``"green"``/``"blue"`` (one colour channel as is), a palette name
-        from :data:`particlesnn.io.palette.KNOWN` (force that palette), or an int (plane of a
-        multi-page TIFF stack).
+        from :data:`particlesnn.io.palette.KNOWN` (force that palette), or a plane of a
+        multi-page TIFF stack (``2``, ``"2"`` or ``"plane 2"``, 0-based; a stack's channels are
+        ``"plane 0"``, ``"plane 1"``...; plane 0 by default, with a warning).
     pixel_size : float or (x, y) in nm/px, overriding everything else.
     scale_bar : length in nm of the burnt-in scale bar; the bar (longest straight horizontal
         run of annotation, not spanning the whole width) is measured in px - as the distance
@@ -636,7 +660,9 @@ def read(path: str | Path, channel: Any = None, pixel_size: Any = None,
     if alpha is not None:
         invalid |= np.asarray(alpha) == 0
 
-    want = channel.lower() if isinstance(channel, str) else None
+    want = channel.lower() if isinstance(channel, str) and plane_index(channel) is None else None
+    if plane_index(channel) is not None and suffix not in (".tif", ".tiff"):
+        raise InputError(p, f"no plane {plane_index(channel)}: only a TIFF stack has planes")
     if arr.ndim == 3:
         rgb = arr[..., :3]
         if want in ("red", "green", "blue", "r", "g", "b"):
@@ -734,7 +760,11 @@ def read(path: str | Path, channel: Any = None, pixel_size: Any = None,
     md["pixel_size_source"] = source
     if warnings:
         md["warnings"] = warnings
-    return make_heightmap(p, values, ps, ch, "a.u.", "image", [ch], md)
+    channels = [ch]
+    if "tiff_planes" in info:  # a stack: its planes are the channels to choose from
+        channels = [f"plane {k}" for k in range(info["tiff_planes"])]
+        ch = channels[info["tiff_plane"]]
+    return make_heightmap(p, values, ps, ch, "a.u.", "image", channels, md)
 
 
 def write(path: str | Path, hm: HeightMap) -> Path:
