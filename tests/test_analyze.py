@@ -615,3 +615,29 @@ def test_earlier_outputs_inside_an_input_folder_are_not_inputs(tmp_path):
                   "--no-refine"])
     assert again.exit_code == 0, again.output
     assert sorted(pd.read_csv(tmp_path / "again" / "summary.csv")["image"]) == ["ALL", "scan0", "single"]
+
+
+def test_evaluate_says_when_predictions_are_refined_outlines(synthetic_folder, tmp_path):
+    """analyze refines height maps to the half-height contour: evaluate against footprint
+    truth says so (and counts them in evaluation.json); detector outlines get no note."""
+    import tifffile
+
+    d, truths = synthetic_folder
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    yy, xx = np.mgrid[0:128, 0:128]
+    for name, caps in truths.items():
+        lab = np.zeros((128, 128), np.uint16)
+        for k, (cx, cy, d_nm) in enumerate(caps, 1):
+            lab[(xx - cx) ** 2 + (yy - cy) ** 2 <= (d_nm / 2 / PX) ** 2] = k
+        tifffile.imwrite(gt / f"{name}.tif", lab)
+    found = {}
+    for flag in ("--refine", "--no-refine"):
+        out = tmp_path / flag
+        assert _run(["analyze", str(d), "--out", str(out), "--method", "watershed", flag]).exit_code == 0
+        res = _run(["evaluate", "--pred", str(out), "--gt", str(gt), "--out", str(tmp_path / f"ev{flag}")])
+        assert res.exit_code == 0, res.output
+        ev = json.loads((tmp_path / f"ev{flag}" / "evaluation.json").read_text())["overall"]
+        found[flag] = (ev["refined_predictions"], "refined outlines" in res.output, ev["iou_tp"])
+    assert found["--refine"][:2] == (3, True) and found["--no-refine"][:2] == (0, False), found
+    assert found["--refine"][2] < found["--no-refine"][2] == 48  # the half-height contour is inside
