@@ -641,3 +641,15 @@ def test_evaluate_says_when_predictions_are_refined_outlines(synthetic_folder, t
         found[flag] = (ev["refined_predictions"], "refined outlines" in res.output, ev["iou_tp"])
     assert found["--refine"][:2] == (3, True) and found["--no-refine"][:2] == (0, False), found
     assert found["--refine"][2] < found["--no-refine"][2] == 48  # the half-height contour is inside
+
+
+def test_table_says_why_an_image_has_no_size(tmp_path):
+    """One particle, cut by the frame: counted, not sized, and the table says why."""
+    yy, xx = np.mgrid[0:96, 0:96].astype(float)
+    z = np.random.default_rng(3).normal(0, 0.01, (96, 96))
+    z += np.clip(1 - ((xx - 2) ** 2 + (yy - 48) ** 2) / 100, 0, None)  # a cap on the left edge
+    io.write(HeightMap(z, pixel_size=(PX, PX), channel="Z"), tmp_path / "edge.gsf")
+    res = CliRunner().invoke(app, ["analyze", str(tmp_path / "edge.gsf"), "--out", str(tmp_path / "o"),
+                                   "--method", "threshold"], env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    assert "the particle touches the border: not sized" in res.output, res.output

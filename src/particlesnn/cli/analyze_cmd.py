@@ -257,6 +257,10 @@ def _summary_table(results, failed, set_stats, command: str = "analyze"):
         dens, dtxt = fmt(summ)
         prof = summ.get("detector_profile")
         notes = ([f"profile {prof}"] if isinstance(prof, str) and prof else []) + warns
+        n, n_sized = summ.get("count", 0) or 0, summ.get("n_sized")
+        if n and n_sized == 0:
+            notes.append(f"{'the particle touches' if n == 1 else f'all {n} particles touch'} "
+                         "the border: not sized (--include-border sizes them)")
         t.add_row(name, str(summ.get("count", 0)), dens, dtxt, f"{secs:.2f}", "; ".join(notes))
     if len(rows) > CLI_MAX_ROWS:
         t.add_row(f"… {len(rows) - CLI_MAX_ROWS} more", "", "", "", "", "see summary.csv")
