@@ -94,6 +94,28 @@ def test_numbers_are_shown_whole(server):
     assert shown == ["190", "200", "1000", "100", "12.5", "20", "0.25", "3", "4453", "2.000e-5"]
 
 
+def test_summary_units(server):
+    """The summary's key statistics carry their unit: heights in the map's own unit (a plain
+    image's grey levels are "a.u."; "mean height 112" was shown bare)."""
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        page = browser.new_page()
+        page.goto(server + "/")
+        shown = page.evaluate("""() => {
+          const t = document.createElement('table');
+          PNN.summaryTable(t, {count: 3, height_max_au_mean: 112.4, d_mean_px: 7.5,
+                               nn_distance_nm_mean: 20});
+          return [...t.querySelectorAll('tr')].slice(0, 4).map(
+            (r) => [...r.querySelectorAll('td')].map((c) => c.textContent).join(' = '));
+        }""")
+        units = page.evaluate("['height_max_nm_mean', 'height_max_nA_mean', 'height_max_au_mean', "
+                              "'d_mean_px', 'coverage'].map((k) => PNN.statUnit(k))")
+        browser.close()
+    assert shown == ["particles = 3", "mean diameter = 7.5 px", "mean height = 112 a.u.",
+                     "mean nearest-neighbour distance = 20 nm"], shown
+    assert units == ["nm", "nA", "a.u.", "px", ""]
+
+
 def test_upload_view_edit_download(server, tmp_path, shots):
     path = sample(tmp_path / "particles.gsf", edge=True)
     errors: list[str] = []

@@ -53,6 +53,13 @@ const PNN = {
     return "";
   },
   label(key) { return key.replace(/_/g, " "); },
+  // Unit of a statistic's key: lengths in nm or px; heights in the map's unit (height_max_nA_mean,
+  // height_max_au_mean: grey levels of a plain image, "a.u.").
+  statUnit(key) {
+    const h = key.match(/^(?:height_max|height_mean|substrate)_([A-Za-z0-9]+)_/);
+    if (h) return h[1] === "au" ? "a.u." : h[1];
+    return (key.match(/_(nm|px)(?:_|$)/) || [])[1] || "";
+  },
 };
 // Key statistics first (with units), everything else under "All statistics".
 PNN.KEY_STATS = [
@@ -71,7 +78,7 @@ PNN.summaryTable = function (table, summary) {
     tr.appendChild(PNN.el("td", { title: k }, name || PNN.label(k)));
     let txt = PNN.fmt(v);
     if (k === "coverage" && typeof v === "number") txt = (100 * v).toFixed(2) + " %";
-    else { const u = (k.match(/_(nm|px)(?:_|$)/) || [])[1]; if (u && typeof v === "number" && name) txt += " " + u; }
+    else { const u = PNN.statUnit(k); if (u && typeof v === "number" && name) txt += " " + u; }
     tr.appendChild(PNN.el("td", {}, txt)); tb.appendChild(tr);
   };
   const used = new Set();
