@@ -653,3 +653,29 @@ def test_table_says_why_an_image_has_no_size(tmp_path):
                                    "--method", "threshold"], env={"COLUMNS": "250"})
     assert res.exit_code == 0, res.output
     assert "the particle touches the border: not sized" in res.output, res.output
+
+
+def test_measure_annotations_drawn_on_a_picture_with_an_info_band(tmp_path):
+    """COCO outlines drawn on the whole SEM picture (band included) are measured on the
+    imaged part that the reader keeps; the density is per imaged area."""
+    from PIL import Image
+
+    from particlesnn.export import coco
+
+    rng = np.random.default_rng(1)
+    img = (50 + rng.integers(0, 20, (100, 120))).astype(np.uint8)
+    lab = np.zeros((100, 120), np.uint16)
+    yy, xx = np.mgrid[:100, :120]
+    for k, (cy, cx) in enumerate([(20, 20), (25, 70), (50, 100), (60, 40)], 1):
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= 49
+        img[disc], lab[disc] = 200, k
+    img[-16:] = 0
+    img[-9:-6, 8:70] = 255  # text-coloured bar on the band
+    Image.fromarray(img).save(tmp_path / "sem.png")
+    coco.write(tmp_path / "ann.json", {"sem.png": lab})
+    res = _run(["measure", str(tmp_path / "sem.png"), "--annotations", str(tmp_path / "ann.json"),
+                "--out", str(tmp_path / "m"), "--pixel-size", "2"])
+    assert res.exit_code == 0, res.output
+    summ = pd.read_csv(tmp_path / "m" / "summary.csv")
+    assert summ["count"].iloc[0] == 4
+    assert summ["density_per_um2"].iloc[0] == pytest.approx(4 / (84 * 120 * 4e-6), rel=1e-6)

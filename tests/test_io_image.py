@@ -450,3 +450,60 @@ def test_tiff_stack_planes_are_channels(tmp_path):
                      planarconfig="separate")
     col = image.read(tmp_path / "rgb.tif")
     assert col.metadata["palette"] == "viridis" and "tiff_planes" not in col.metadata["image"]
+
+
+def _with_band(img: np.ndarray, rows: int, value=0, text=255) -> np.ndarray:
+    """``img`` with its bottom ``rows`` replaced by a flat info band holding text and a bar."""
+    out = img.copy()
+    out[-rows:] = value
+    im = Image.fromarray(out)
+    d = ImageDraw.Draw(im)
+    d.text((6, H - rows + 3), "EHT = 5.00 kV  WD = 4 mm", fill=text, font=ImageFont.load_default(size=11))
+    d.rectangle([110, H - 6, 150, H - 4], fill=text)
+    return np.asarray(im)
+
+
+def test_info_band_left_out(tmp_path):
+    """An SEM/TEM info band along the bottom is left out (densities per imaged area); the
+    file's frame is kept for detect; a clipped substrate or a frame is not a band."""
+    from particlesnn.io import in_file_frame, in_read_frame
+
+    grey = (smooth_map() * 200 + 30).astype(np.uint8)
+    Image.fromarray(_with_band(grey, 18)).save(tmp_path / "sem.png")
+    hm = image.read(tmp_path / "sem.png")
+    assert hm.shape == (H - 18, W)
+    assert hm.metadata["image"]["info_band_rows_cropped"] == 18
+    assert any("info band (18 rows" in w for w in hm.metadata["warnings"])
+    assert in_file_frame(np.ones(hm.shape, np.uint16), hm).shape == (H, W)
+    whole = np.arange(H * W).reshape(H, W)
+    assert np.array_equal(in_read_frame(whole, hm), whole[:H - 18])
+    # a false-colour picture with a white band: the same
+    rgb = _with_band(render(smooth_map(), "viridis"), 14, value=255, text=0)
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    assert image.read(tmp_path / "rgb.png").shape == (H - 14, W)
+    # sparse particles on a substrate clipped to black: every row is mostly 0, no band edge
+    clipped = np.clip((smooth_map() - 0.55) * 600, 0, 255).astype(np.uint8)
+    assert (clipped == 0).mean() > 0.6
+    Image.fromarray(clipped).save(tmp_path / "clipped.png")
+    assert image.read(tmp_path / "clipped.png").shape == (H, W)
+    # a black frame round the image: its bottom side is not a band
+    framed = grey.copy()
+    framed[:8], framed[-8:], framed[:, :8], framed[:, -8:] = 0, 0, 0, 0
+    Image.fromarray(framed).save(tmp_path / "framed.png")
+    assert image.read(tmp_path / "framed.png").shape == (H, W)
+
+
+def test_info_band_on_synthetic_sem_renders():
+    """Every info band the generator burns (SEM preset) is found to the row, and no other
+    overlay of 40 SEM renders is taken for one."""
+    from particlesnn.synth import display, generate
+
+    found = 0
+    for seed in range(7_101_000, 7_101_040):
+        si = generate("sem", seed, size=160)
+        grey = display.to_uint8(si.image)
+        band = si.params.overlay.info_band
+        want = int(round(band * 160)) if round(band * 160) >= 4 else 0
+        assert image.info_band_rows(grey) == want, (seed, band)
+        found += want > 0
+    assert found >= 3

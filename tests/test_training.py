@@ -467,3 +467,29 @@ def test_fine_first_network_trains_exports_and_reloads(tmp_path):
         np.testing.assert_allclose(whole[k], ref[k], atol=1e-4)
         np.testing.assert_allclose(tiled[k], whole[k], atol=1e-4)
         np.testing.assert_allclose(again[k], ref[k], atol=1e-5)
+
+
+def test_detect_style_folder_with_info_band(tmp_path):
+    """S.png + S.labels.tif (the whole file's labels): the reader leaves the info band out,
+    and the labels are cut the same way, so image and targets stay aligned."""
+    import tifffile
+    from PIL import Image
+
+    from particlesnn.training.data import load_source
+
+    img = np.full((96, 128), 60, np.uint8)
+    lab = np.zeros((96, 128), np.uint16)
+    yy, xx = np.mgrid[:96, :128]
+    rng = np.random.default_rng(0)
+    img = (img + rng.integers(0, 20, img.shape)).astype(np.uint8)
+    for k, (cy, cx) in enumerate([(20, 20), (30, 70), (50, 100), (60, 40)], 1):
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= 36
+        img[disc], lab[disc] = 220, k
+    img[-14:] = 0  # the band, with a bar of text-coloured pixels on it
+    img[-8:-5, 10:60] = 255
+    Image.fromarray(img).save(tmp_path / "s.png")
+    tifffile.imwrite(tmp_path / "s.labels.tif", lab)
+    (sample,) = load_source(tmp_path, "all")
+    assert sample.image.shape == (82, 128)
+    assert sample.targets.shape[1:] == (82, 128)
+    assert (sample.targets[0] > 127).sum() == (lab[:82] > 0).sum()

@@ -463,7 +463,15 @@ def measure(
                 raise InputError(annotations, f"ImageJ ROIs name no image and this zip is not "
                                               f"named {name}.roi.zip: measure {name} on its own")
             # images are looked up as analyze named them
-            labels, source = read_annotations(annotations, name, hm.data.shape, with_source=True)
+            try:
+                labels, source = read_annotations(annotations, name, hm.data.shape, with_source=True)
+            except InputError:
+                if not hm.metadata.get("file_shape"):
+                    raise
+                # drawn on the whole file (the reader left out an info band or unscanned lines)
+                labels, source = read_annotations(annotations, name, tuple(hm.metadata["file_shape"]),
+                                                  with_source=True)
+                labels = io.in_read_frame(labels, hm)
             err_console.print(f"{name}: contours from {source}", highlight=False, soft_wrap=True)
             levelled, pol = prepare_for_labels(hm, opts, labels)
             r = remeasure(levelled, labels, None, opts, heightmap=hm)

@@ -14,8 +14,9 @@ channels in their own unit (``hm.unit``: ``"nA"``, ``"V"``, ``"deg"``); ``pixel_
 NaN policy (all readers): an image with no finite value raises InputError; lines at the
 edges without data (an unfinished scan) are cut off, so the map is the scanned part
 (``metadata["scanned_region"]`` = [r0, r1, c0, c1] in the file's frame, ``file_shape``, a
-warning; :func:`in_file_frame` puts a label image back in the file's frame); other NaN/inf
-pixels are filled with the nearest valid value and ``metadata["warnings"]`` /
+warning; :func:`in_file_frame` puts a label image back in the file's frame,
+:func:`in_read_frame` cuts one drawn on the whole file); plain images leave out an SEM info
+band or FEI data bar along the bottom the same way; other NaN/inf pixels are filled with the nearest valid value and ``metadata["warnings"]`` /
 ``metadata["nan_filled"]`` say how many.
 
 Readers accept what the file holds; :func:`validate` is the stricter check that analysis
@@ -219,6 +220,18 @@ def in_file_frame(labels: np.ndarray, hm: HeightMap) -> np.ndarray:
     return out
 
 
+def in_read_frame(labels: np.ndarray, hm: HeightMap) -> np.ndarray:
+    """The inverse of :func:`in_file_frame`: a label image drawn on the whole file, cut to the
+    part of it that the reader kept (``metadata["scanned_region"]``); unchanged when it
+    already has ``hm``'s shape or the reader kept everything."""
+    region, shape = hm.metadata.get("scanned_region"), hm.metadata.get("file_shape")
+    labels = np.asarray(labels)
+    if not region or not shape or tuple(labels.shape[:2]) != tuple(shape):
+        return labels
+    r0, r1, c0, c1 = region
+    return labels[r0:r1, c0:c1]
+
+
 def validate(hm: HeightMap, path: str | Path | None = None) -> HeightMap:
     """Check that a HeightMap can be analysed; return it unchanged or raise InputError.
 
@@ -248,5 +261,6 @@ def validate(hm: HeightMap, path: str | Path | None = None) -> HeightMap:
 
 __all__ = [
     "read", "list_channels", "write", "validate", "detect", "format_name", "in_file_frame",
+    "in_read_frame",
     "SUPPORTED", "WRITABLE", "MIN_SIDE",
 ]

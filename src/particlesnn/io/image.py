@@ -22,8 +22,10 @@ back into a scalar map:
   Thermo Fisher SEM/FIB TIFF (``[Scan] PixelWidth``) or a Zeiss SmartSEM TIFF (``Image Pixel
   Size``); otherwise it is ``None`` (print resolutions in dots per inch are not a scale);
 * the data bar that FEI microscopes append below the image (the TIFF is taller than the
-  scan's ``[Image] ResolutionY``) is left out; ``detect`` still writes labels in the file's
-  frame (``metadata["scanned_region"]``, ``["file_shape"]``).
+  scan's ``[Image] ResolutionY``) is left out, and so is an info band burnt along the bottom
+  (:func:`info_band_rows`: full-width rows of one flat colour with text, as SEM/TEM software
+  saves them), so that densities and coverage are per imaged area; ``detect`` still writes
+  labels in the file's frame (``metadata["scanned_region"]``, ``["file_shape"]``).
 """
 from __future__ import annotations
 
@@ -196,6 +198,80 @@ def _fei_databar_rows(tf: Any, height: int, width: int) -> int | None:
     except (KeyError, TypeError, ValueError):
         return None
     return ry if rx == width and 0 < ry < height else None
+
+
+#: An info band (the strip of text, scale bar and settings that SEM/TEM software burns along
+#: the bottom): each of its rows at least this fraction one flat colour ...
+BAND_ROW_FLAT = 0.5
+#: ... or, in a row through its text, this fraction, with such rows above ...
+BAND_TEXT_FLAT = 0.25
+#: ... the rows just above it much less so (median flat fraction at most this, and this much
+#: under the band's): an image whose substrate is clipped to one value everywhere has no band
+#: edge and is left whole ...
+BAND_ABOVE_FLAT, BAND_STEP = 0.6, 0.4
+#: ... and the band at least this many rows and at most this fraction of the image.
+BAND_MIN_ROWS, BAND_MAX_FRAC = 6, 0.3
+
+
+def _row_modes(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Most common value of each row (colours packed into one int) and its fraction."""
+    n = rows.shape[1]
+    srt = np.sort(rows, axis=1)
+    modes, fracs = np.empty(len(rows), srt.dtype), np.empty(len(rows))
+    for i, r in enumerate(srt):
+        cuts = np.flatnonzero(np.diff(r)) + 1
+        starts = np.r_[0, cuts]
+        runs = np.diff(np.r_[starts, n])
+        k = int(np.argmax(runs))
+        modes[i], fracs[i] = r[starts[k]], runs[k] / n
+    return modes, fracs
+
+
+def info_band_rows(arr: np.ndarray) -> int:
+    """Rows of an info band along the bottom of a picture, or 0.
+
+    The band is the run of bottom rows that are mostly (:data:`BAND_ROW_FLAT`) one flat colour,
+    the same in all of them except for uniform separator lines; rows through its text need
+    only :data:`BAND_TEXT_FLAT` when flat rows of the band lie above them. It counts only when the image above it is clearly less flat (:data:`BAND_ABOVE_FLAT`,
+    :data:`BAND_STEP`), it is :data:`BAND_MIN_ROWS` to :data:`BAND_MAX_FRAC` of the rows and it
+    is not the bottom of a frame drawn round the image.
+    """
+    a = np.asarray(arr)
+    if a.ndim == 3:
+        c = a[..., :3].astype(np.int64)
+        if a.dtype != np.uint8:
+            return 0
+        a = (c[..., 0] << 16) | (c[..., 1] << 8) | c[..., 2]
+    rows = a.shape[0]
+    limit = int(BAND_MAX_FRAC * rows)
+    if a.ndim != 2 or limit < BAND_MIN_ROWS or a.shape[1] < 16:
+        return 0
+    look = min(rows, limit + 24)
+    bottom_up = a[rows - look:][::-1]
+    modes, fracs = _row_modes(bottom_up)
+    if fracs[0] < BAND_ROW_FLAT:
+        return 0
+    ref = modes[0]  # the band's colour
+    share = (bottom_up == ref).mean(axis=1)
+    # rows through its text are less flat: they count when flat rows of the band lie above them
+    band, i, text_rows = 0, 0, max(16, rows // 25)
+    while i < look and share[i] >= BAND_TEXT_FLAT and i - band < text_rows:
+        if share[i] >= BAND_ROW_FLAT:
+            band = i + 1
+        i += 1
+    if not BAND_MIN_ROWS <= band <= limit:
+        return 0
+    sep = 0  # uniform separator lines between the band and the image
+    while sep < 3 and band + sep < look and fracs[band + sep] >= 0.9:
+        sep += 1
+    above = fracs[band + sep: band + sep + 20]
+    if above.size < 8 or float(np.median(above)) > min(BAND_ABOVE_FLAT,
+                                                        float(np.median(share[:band])) - BAND_STEP):
+        return 0
+    sides = a[rows - band - sep - 20: rows - band - sep][:, np.r_[0:2, -2:0]]
+    if np.mean(sides == ref) > 0.5:  # the bottom of a frame drawn round the image, not a band
+        return 0
+    return band + sep
 
 
 def plane_index(channel: Any) -> int | None:
@@ -652,10 +728,18 @@ def read(path: str | Path, channel: Any = None, pixel_size: Any = None,
     if arr.ndim not in (2, 3) or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise InputError(p, f"empty image (shape {arr.shape})")
     warnings: list[str] = list(info.pop("warnings", []))
+    if "databar_rows_cropped" not in info:
+        band = info_band_rows(arr)
+        if band:
+            arr, alpha = arr[:-band], None if alpha is None else alpha[:-band]
+            info["info_band_rows_cropped"] = band
+            warnings.append(f"info band ({band} rows of text and settings along the bottom) "
+                            "left out")
     md: dict[str, Any] = {"image": info}
-    if "databar_rows_cropped" in info:  # detect writes its labels in the file's frame
+    cut = info.get("databar_rows_cropped", 0) + info.get("info_band_rows_cropped", 0)
+    if cut:  # detect writes its labels in the file's frame
         md["scanned_region"] = [0, arr.shape[0], 0, arr.shape[1]]
-        md["file_shape"] = [arr.shape[0] + info["databar_rows_cropped"], arr.shape[1]]
+        md["file_shape"] = [arr.shape[0] + cut, arr.shape[1]]
     invalid = np.zeros(arr.shape[:2], bool)
     if alpha is not None:
         invalid |= np.asarray(alpha) == 0

@@ -122,7 +122,8 @@ def burn_text(img: np.ndarray, rng: np.random.Generator, value=None) -> np.ndarr
         thick = max(1, int(round(scale * rng.uniform(1, 2.5))))
         (tw, tht), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
         x = int(rng.uniform(0, max(1, cols - tw)))
-        y = int(rng.uniform(tht + 2, rows - 2))
+        lo, hi = tht + 2, rows - 2  # a band lower than the text: the text is cut
+        y = int(rng.uniform(lo, hi)) if hi > lo else max(1, hi)
         font = int(rng.choice(np.array([cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_PLAIN,
                                         cv2.FONT_HERSHEY_DUPLEX])))
         cv2.putText(mask, text, (x, y), font, scale, 1, thick, cv2.LINE_AA)

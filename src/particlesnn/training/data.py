@@ -212,16 +212,17 @@ def load_synth_folder(folder: Path, part: str = "train", limit: int | None = Non
         if not cands:
             continue
         src = sorted(cands)[0]
-        try:
-            from particlesnn.io import read
-
-            data = read(src).data
-        except Exception:  # noqa: BLE001  (any reader failure: fall back to plain images)
-            data = _grey(_read_image(src))
         import tifffile
 
-        out.append(to_sample(data, tifffile.imread(folder / f"{s}.labels.tif"), f"{folder.name}/{s}",
-                             scale=scale))
+        labels = tifffile.imread(folder / f"{s}.labels.tif")
+        try:
+            from particlesnn.io import in_read_frame, read
+
+            hm = read(src)  # the labels are the whole file's: cut them as the reader cut it
+            data, labels = hm.data, in_read_frame(labels, hm)
+        except Exception:  # noqa: BLE001  (any reader failure: fall back to plain images)
+            data = _grey(_read_image(src))
+        out.append(to_sample(data, labels, f"{folder.name}/{s}", scale=scale))
     return out
 
 
