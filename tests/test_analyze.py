@@ -679,3 +679,22 @@ def test_measure_annotations_drawn_on_a_picture_with_an_info_band(tmp_path):
     summ = pd.read_csv(tmp_path / "m" / "summary.csv")
     assert summ["count"].iloc[0] == 4
     assert summ["density_per_um2"].iloc[0] == pytest.approx(4 / (84 * 120 * 4e-6), rel=1e-6)
+
+
+def test_folder_text_files_that_are_not_height_maps_are_ignored(tmp_path):
+    """A folder of scans holds notes and SEM sidecar files (.txt) beside the maps: they are
+    named once and left out (exit 0); a WSxM file cut short is still a failure."""
+    d = tmp_path / "scans"
+    d.mkdir()
+    hm, _ = _caps_field(0, n_side=2, size=64)
+    io.write(hm, d / "a.txt")  # WSxM ASCII matrix
+    (d / "notes.txt").write_text("sample 3, annealed 500 K, tip changed after scan 2\n")
+    (d / "a_sem.txt").write_text("$CM_FORMAT JEOL/SEM\n$$SM_MICRON_BAR 150\n")
+    res = _run(["analyze", str(d), "--out", str(tmp_path / "o"), "--method", "threshold"])
+    assert res.exit_code == 0, res.output
+    assert "ignored 2 text file(s) in the folders that hold no height map" in res.output
+    assert list(pd.read_csv(tmp_path / "o" / "summary.csv")["image"]) == ["a", "ALL"]
+    text = (d / "a.txt").read_text()
+    (d / "b.txt").write_text(text[: len(text) // 2])  # a WSxM header, its matrix cut short
+    res = _run(["analyze", str(d), "--out", str(tmp_path / "o2"), "--method", "threshold"])
+    assert res.exit_code == 1 and "b.txt" in res.output, res.output

@@ -25,11 +25,13 @@ def _is_output_folder(folder: Path) -> bool:
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
     """Files, folders (recursively: files of supported formats, not the outputs of an earlier
-    run found inside: :func:`_is_output_folder`, ``*.scores.txt``) and globs -> sorted file list."""
+    run found inside: :func:`_is_output_folder`, ``*.scores.txt``, nor text files that hold no
+    height map, which are named on one line) and globs -> sorted file list."""
     from particlesnn import io
 
     exts = {e.lower() for e in io.SUPPORTED}
     out: list[Path] = []
+    notes: list[Path] = []  # text files in folders that hold no height map (notes, sidecars)
     for item in inputs:
         p = Path(item)
         if p.is_dir():
@@ -39,8 +41,12 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
                 if f.is_file() and f.suffix.lower() in exts and not name.endswith(_SKIP_SUFFIXES) \
                         and not name.startswith(".") and "license" not in name:
                     inside = [f.parent, *f.parent.parents][: len(f.relative_to(p).parts) - 1]
-                    if not any(skip.setdefault(d, _is_output_folder(d)) for d in inside):
-                        out.append(f)
+                    if any(skip.setdefault(d, _is_output_folder(d)) for d in inside):
+                        continue
+                    if f.suffix.lower() in (".txt", ".asc") and not _holds_data(f):
+                        notes.append(f)
+                        continue
+                    out.append(f)
         elif p.exists():
             out.append(p)
         else:
@@ -48,6 +54,11 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
             if not matches:
                 raise InputError(p, "no such file, folder or matching glob")
             out.extend(Path(m) for m in matches if Path(m).is_file())
+    if notes:
+        shown = ", ".join(f.name for f in notes[:5]) + (f" ... (+{len(notes) - 5})" if len(notes) > 5 else "")
+        make_console(stderr=True).print(
+            f"ignored {len(notes)} text file(s) in the folders that hold no height map: {shown}",
+            highlight=False, soft_wrap=True)
     seen, unique = set(), []
     for f in out:
         key = f.resolve()
@@ -55,6 +66,18 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
             seen.add(key)
             unique.append(f)
     return unique
+
+
+def _holds_data(path: Path) -> bool:
+    """Whether a ``.txt``/``.asc`` file is a height map (a WSxM matrix or rows of numbers), not
+    a note or an SEM sidecar file (JEOL, Hitachi) lying beside the images."""
+    from particlesnn import io
+
+    try:
+        io.detect(path)
+    except InputError:
+        return False
+    return True
 
 
 def expand_folders(items) -> list[Path]:
