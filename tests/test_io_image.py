@@ -507,3 +507,38 @@ def test_info_band_on_synthetic_sem_renders():
         assert image.info_band_rows(grey) == want, (seed, band)
         found += want > 0
     assert found >= 3
+
+
+def test_jeol_and_hitachi_sidecar_scale(tmp_path):
+    """JEOL and Hitachi SEMs save the scale in S.txt beside S.tif: read it (the JEOL bar in
+    px of $CM_FULL_SIZE's width, its data bar below that size left out); a WSxM matrix or a
+    note beside a picture is no scale."""
+    rng = np.random.default_rng(0)
+    pic = (rng.random((200, 240)) * 200).astype(np.uint8)
+    pic[180:] = 0  # JEOL's data bar: 240 x 180 is the image
+    Image.fromarray(pic).save(tmp_path / "j.tif")
+    (tmp_path / "j.txt").write_text("$CM_FORMAT JEOL/SEM\n$CM_VERSION 1.0\n$CM_FULL_SIZE 1280 960\n"
+                                    "$$SM_MICRON_BAR 160\n$$SM_MICRON_MARKER 200nm\n")
+    hm = image.read(tmp_path / "j.tif")
+    assert hm.shape == (180, 240)
+    assert hm.pixel_size == pytest.approx((200 / 160 * 1280 / 240,) * 2)
+    assert hm.metadata["pixel_size_source"] == "sidecar"
+    assert hm.metadata["image"]["sidecar"]["from"] == "JEOL"
+    assert any("JEOL data bar (20 rows" in w for w in hm.metadata["warnings"])
+    Image.fromarray(pic[:180]).save(tmp_path / "h.png")
+    (tmp_path / "h.txt").write_bytes(b"[SemImageFile]\r\nInstructName=S-4800\r\nPixelSize=4.96094\r\n\x00\x00")
+    h = image.read(tmp_path / "h.png")
+    assert h.pixel_size == pytest.approx((4.96094, 4.96094)) and h.shape == (180, 240)
+    assert h.metadata["image"]["sidecar"]["from"] == "Hitachi"
+    # the argument and the file's own scale come first
+    assert image.read(tmp_path / "h.png", pixel_size=2.0).pixel_size == (2.0, 2.0)
+    # a synth folder: S.png beside the WSxM matrix S.txt; a note beside a picture
+    from particlesnn import io as pio
+
+    pio.write(HeightMap(smooth_map(), pixel_size=(0.5, 0.5), unit="nm"), tmp_path / "s.txt")
+    Image.fromarray(pic).save(tmp_path / "s.png")
+    Image.fromarray(pic).save(tmp_path / "n.png")
+    (tmp_path / "n.txt").write_text("PixelSize = large\nsample 3\n")
+    for name in ("s.png", "n.png"):
+        other = image.read(tmp_path / name)
+        assert other.pixel_size is None and "sidecar" not in other.metadata["image"], name

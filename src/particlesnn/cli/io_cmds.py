@@ -50,6 +50,9 @@ def info_rows(paths: list[Path]) -> list[dict]:
         elif hm.metadata.get("pixel_size_source") == "tiff":
             notes.append(f"scale from the {hm.metadata['image'].get('tiff_scale_from', 'TIFF')} "
                          "TIFF metadata")
+        elif hm.metadata.get("pixel_size_source") == "sidecar":
+            side = hm.metadata["image"]["sidecar"]
+            notes.append(f"scale from {side['file']} ({side['from']})")
         elif hm.metadata.get("pixel_size_source") == "scale_bar":
             notes.append("scale from the scale bar")
         rows.append({

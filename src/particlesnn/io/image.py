@@ -20,7 +20,9 @@ back into a scalar map:
   of the burnt-in bar, measured as the longest straight horizontal run of annotation), else from
   the TIFF's own scale: an ImageJ TIFF whose unit is a length (a scale set in Fiji), an FEI /
   Thermo Fisher SEM/FIB TIFF (``[Scan] PixelWidth``) or a Zeiss SmartSEM TIFF (``Image Pixel
-  Size``); otherwise it is ``None`` (print resolutions in dots per inch are not a scale);
+  Size``), else from the text file a JEOL or Hitachi SEM saves beside the picture
+  (:func:`sidecar_scale`); otherwise it is ``None`` (print resolutions in dots per inch are
+  not a scale);
 * the data bar that FEI microscopes append below the image (the TIFF is taller than the
   scan's ``[Image] ResolutionY``) is left out, and so is an info band burnt along the bottom
   (:func:`info_band_rows`: full-width rows of one flat colour with text, as SEM/TEM software
@@ -183,6 +185,51 @@ def _tiff_pixel_size(tf: Any) -> tuple[tuple[float, float] | None, str | None, l
             continue
         return (float(ps[0]), float(ps[1])), name, notes
     return None, None, notes
+
+
+def sidecar_scale(path: Path, width: int) -> dict | None:
+    """The scale in the text file that JEOL and Hitachi SEMs save beside each picture
+    (``S.txt`` next to ``S.tif``), or None.
+
+    JEOL: ``$$SM_MICRON_BAR`` (px) and ``$$SM_MICRON_MARKER`` (``100nm``, ``1um``): the pixel
+    size is the marker's length over the bar's pixels, for an image ``$CM_FULL_SIZE`` wide
+    (scaled when the picture was saved at another width); the rows below ``$CM_FULL_SIZE``'s
+    height are the data bar. Hitachi: ``PixelSize=`` in nm. Returns ``{"pixel_size": nm/px,
+    "from": "JEOL" | "Hitachi", "file": name, "image_rows": rows or None}``.
+    """
+    side = path.with_suffix(".txt")
+    if side == path or not side.is_file() or side.stat().st_size > 1_000_000:
+        return None
+    try:
+        text = side.read_bytes().replace(b"\0", b"").decode("latin-1")
+    except OSError:
+        return None
+    keys: dict[str, str] = {}
+    for line in text.splitlines():
+        m = re.match(r"\s*(\$*[A-Za-z_][\w]*)\s*[= ]\s*(.*?)\s*$", line)
+        if m:
+            keys.setdefault(m.group(1).upper(), m.group(2))
+    try:
+        if "$$SM_MICRON_BAR" in keys and "$$SM_MICRON_MARKER" in keys:
+            bar = float(keys["$$SM_MICRON_BAR"].split()[0])
+            m = re.fullmatch(r"([0-9.]+)\s*([A-Za-zµ]+)", keys["$$SM_MICRON_MARKER"].split()[0])
+            f = length_factor(m.group(2)) if m else None
+            if f is None or bar <= 0:
+                return None
+            ps = float(m.group(1)) * f / bar
+            full = [int(v) for v in keys.get("$CM_FULL_SIZE", "").split()[:2] if v.isdigit()]
+            rows = None
+            if len(full) == 2 and full[0] > 0:
+                ps *= full[0] / width  # the bar was measured at $CM_FULL_SIZE's width
+                rows = round(full[1] * width / full[0])
+            return {"pixel_size": ps, "from": "JEOL", "file": side.name, "image_rows": rows}
+        if "PIXELSIZE" in keys:
+            ps = float(keys["PIXELSIZE"].split()[0])
+            return ({"pixel_size": ps, "from": "Hitachi", "file": side.name, "image_rows": None}
+                    if ps > 0 and np.isfinite(ps) else None)
+    except (ValueError, AttributeError):
+        return None
+    return None
 
 
 def _fei_databar_rows(tf: Any, height: int, width: int) -> int | None:
@@ -715,8 +762,9 @@ def read(path: str | Path, channel: Any = None, pixel_size: Any = None,
     = annotation / invalid, filled from its surroundings), ``masked_fraction``, ``scale_bar``
     (``length_px``, ``row``, ``col``, ``length_nm``; when a bar-like run was found),
     ``colour_bar_px``, ``pixel_size_source`` (``"argument"``, ``"scale_bar"``, ``"tiff"`` or
-    None; ``metadata["image"]["tiff_scale_from"]`` names the TIFF dialect: ``"ImageJ"``,
-    ``"FEI"``, ``"Zeiss"``), ``warnings``.
+    ``"sidecar"`` or None; ``metadata["image"]["tiff_scale_from"]`` names the TIFF dialect:
+    ``"ImageJ"``, ``"FEI"``, ``"Zeiss"``; ``["sidecar"]`` the JEOL / Hitachi text file:
+    :func:`sidecar_scale`), ``warnings``.
     """
     p = Path(path)
     buf = read_bytes(p)
@@ -728,6 +776,15 @@ def read(path: str | Path, channel: Any = None, pixel_size: Any = None,
     if arr.ndim not in (2, 3) or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise InputError(p, f"empty image (shape {arr.shape})")
     warnings: list[str] = list(info.pop("warnings", []))
+    side = sidecar_scale(p, arr.shape[1])
+    if side is not None:
+        info["sidecar"] = side
+        rows = side.get("image_rows")
+        if rows and "databar_rows_cropped" not in info and 0 < rows < arr.shape[0]:
+            info["databar_rows_cropped"] = arr.shape[0] - rows
+            warnings.append(f"{side['from']} data bar ({arr.shape[0] - rows} rows below the "
+                            "image) left out")
+            arr, alpha = arr[:rows], None if alpha is None else alpha[:rows]
     if "databar_rows_cropped" not in info:
         band = info_band_rows(arr)
         if band:
@@ -841,6 +898,8 @@ def read(path: str | Path, channel: Any = None, pixel_size: Any = None,
             source = "scale_bar"
     if ps is None and "tiff_pixel_size" in info:
         ps, source = tuple(info["tiff_pixel_size"]), "tiff"
+    if ps is None and side is not None:
+        ps, source = (side["pixel_size"],) * 2, "sidecar"
     md["pixel_size_source"] = source
     if warnings:
         md["warnings"] = warnings
