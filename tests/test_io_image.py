@@ -444,6 +444,15 @@ def test_tiff_stack_planes_are_channels(tmp_path):
     assert image.read(tmp_path / "one.tif", channel="0").channel == "grey"
     with pytest.raises(InputError, match="holds one image"):
         image.read(tmp_path / "one.tif", channel="1")
+    # pages written one by one (a microscope's frame series), and an ImageJ stack: the same
+    with tifffile.TiffWriter(tmp_path / "pages.tif") as w:
+        for plane in planes:
+            w.write(plane, photometric="minisblack")
+    tifffile.imwrite(tmp_path / "ij.tif", planes, imagej=True)
+    for name in ("pages.tif", "ij.tif"):
+        first, last = image.read(tmp_path / name), image.read(tmp_path / name, channel="2")
+        assert first.metadata["channels"] == ["plane 0", "plane 1", "plane 2"], name
+        assert (first.data[0, 0], last.data[0, 0]) == (10, 30), name
     # an RGB TIFF stored plane by plane is a colour picture, not a stack
     rgb = render(smooth_map(), "viridis")
     tifffile.imwrite(tmp_path / "rgb.tif", np.moveaxis(rgb, -1, 0), photometric="rgb",

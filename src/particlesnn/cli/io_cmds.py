@@ -12,6 +12,13 @@ from particlesnn.errors import InputError
 _TO = ("gsf", "txt", "png", "tif")
 
 
+
+def _channel_list(names: list[str]) -> str:
+    """Channel names for the table: all of them, or the first and last of a long TIFF stack."""
+    if len(names) <= 8:
+        return ", ".join(names)
+    return f"{', '.join(names[:3])} ... {names[-1]} ({len(names)})"
+
 def _fmt(v: float) -> str:
     """A number in up to 5 significant digits, without exponent for ordinary magnitudes."""
     a = abs(v)
@@ -65,7 +72,7 @@ def info_rows(paths: list[Path]) -> list[dict]:
             "pixel_nm": "-" if hm.pixel_size is None else (
                 _fmt(hm.pixel_size[0]) if np.isclose(hm.pixel_size[0], hm.pixel_size[1])
                 else f"{_fmt(hm.pixel_size[0])} x {_fmt(hm.pixel_size[1])}"),
-            "channels": ", ".join(hm.metadata.get("channels") or [hm.channel]),
+            "channels": _channel_list(hm.metadata.get("channels") or [hm.channel]),
             "range": f"{_fmt(lo)} .. {_fmt(hi)} {hm.unit}",
             "notes": "; ".join(notes),
         })

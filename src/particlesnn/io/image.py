@@ -333,15 +333,36 @@ def plane_index(channel: Any) -> int | None:
     return None
 
 
-def _decode_tiff(path: Path, buf: bytes,
-                 channel: Any) -> tuple[np.ndarray, np.ndarray | None, dict]:
+def _one_image(shape) -> bool:
+    return len(shape) == 2 or (len(shape) == 3 and shape[-1] in (3, 4))
+
+
+def _decode_tiff(path: Path, channel: Any) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """One image of a TIFF (plane ``plane_index(channel)`` of a stack, read alone, so that a
+    long stack costs one plane's memory), its alpha (or None) and what was learnt of it."""
     import tifffile
 
+    asked = plane_index(channel)
     try:
-        with tifffile.TiffFile(_io.BytesIO(buf)) as tf:
+        with tifffile.TiffFile(path) as tf:
             page = tf.pages[0]
-            arr = tf.asarray()
-            info: dict[str, Any] = {"tiff_pages": len(tf.pages), "tiff_shape": list(arr.shape)}
+            series = tf.series
+            s0 = series[0]
+            info: dict[str, Any] = {"tiff_pages": len(tf.pages), "tiff_shape": list(s0.shape)}
+            n, pick = 0, None
+            if len(series) > 1 and _one_image(s0.shape) and \
+                    all(tuple(x.shape) == tuple(s0.shape) for x in series):
+                n, pick = len(series), (lambda k: series[k].asarray())  # a page per image
+            elif not _one_image(s0.shape) and len(s0.shape) in (3, 4) and \
+                    len(s0.pages) == s0.shape[0] > 1:
+                n, pick = s0.shape[0], (lambda k: s0.asarray(key=k))  # one series of pages
+            if n:
+                k = 0 if asked is None else asked
+                if not 0 <= k < n:
+                    raise InputError(path, f"no plane {k} (the TIFF holds planes 0-{n - 1})")
+                arr = pick(k)
+            else:
+                arr = s0.asarray()
             ps, dialect, notes = _tiff_pixel_size(tf)
             if ps is not None:
                 info["tiff_pixel_size"] = ps
@@ -370,15 +391,14 @@ def _decode_tiff(path: Path, buf: bytes,
         arr = (np.iinfo(arr.dtype).max - arr).astype(arr.dtype)
     if photometric == 2 and arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] > 4:
         arr = np.moveaxis(arr, 0, -1)  # RGB stored plane by plane (planar configuration 2)
-    # pick one plane of a stack: (S, H, W) or (S, H, W, C)
-    asked = plane_index(channel)
-    if arr.ndim == 4 or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
-        k = 0 if asked is None else asked
-        if not 0 <= k < arr.shape[0]:
-            raise InputError(path, f"no plane {k} (the TIFF holds planes 0-{arr.shape[0] - 1})")
-        info["tiff_planes"] = int(arr.shape[0])
+    # pick one plane of a stack read whole: (S, H, W) or (S, H, W, C)
+    if not n and (arr.ndim == 4 or (arr.ndim == 3 and arr.shape[-1] not in (3, 4))):
+        n, k = int(arr.shape[0]), 0 if asked is None else asked
+        if not 0 <= k < n:
+            raise InputError(path, f"no plane {k} (the TIFF holds planes 0-{n - 1})")
         arr = arr[k]
-        info["tiff_plane"] = k
+    if n:
+        info["tiff_planes"], info["tiff_plane"] = int(n), k
         if asked is None:
             info.setdefault("warnings", []).append(
                 f"TIFF stack of {info['tiff_planes']} planes: plane 0 read "
@@ -767,12 +787,12 @@ def read(path: str | Path, channel: Any = None, pixel_size: Any = None,
     :func:`sidecar_scale`), ``warnings``.
     """
     p = Path(path)
-    buf = read_bytes(p)
     suffix = p.suffix.lower()
     if suffix in (".tif", ".tiff"):
-        arr, alpha, info = _decode_tiff(p, buf, channel)
+        read_bytes(p, limit=16)  # missing, unreadable or empty: a clear error
+        arr, alpha, info = _decode_tiff(p, channel)
     else:
-        arr, alpha, info = _decode_pillow(p, buf)
+        arr, alpha, info = _decode_pillow(p, read_bytes(p))
     if arr.ndim not in (2, 3) or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise InputError(p, f"empty image (shape {arr.shape})")
     warnings: list[str] = list(info.pop("warnings", []))
