@@ -203,6 +203,22 @@ def test_zip_of_an_upload_with_one_name_twice(client, tmp_path):
         assert json.loads(zf.read(f"{stem}/{stem}.json"))["imagePath"] == f"{stem}.png"
 
 
+def test_sem_picture_with_its_sidecar_scale(client):
+    """A JEOL/Hitachi SEM picture uploaded with its S.txt: the text file is the picture's
+    scale, not a rejected file; a note uploaded alone is still refused."""
+    side = b"[SemImageFile]\r\nPixelSize=2.5\r\n"
+    r = upload(client, [("sem1.png", png_bytes()), ("sem1.txt", side)])
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["rejected"] == [] and body["sidecars"] == [{"file": "sem1.txt", "for": "sem1.png"}]
+    s = wait_set(client, body["set_id"])
+    assert s["counts"]["done"] == 1
+    im = client.get(f"/api/images/{s['images'][0]['id']}").json()
+    assert im["pixel_size"] == [2.5, 2.5]
+    r = upload(client, [("sem2.png", png_bytes()), ("notes.txt", b"sample 3\n")])
+    assert r.status_code == 201 and [x["file"] for x in r.json()["rejected"]] == ["notes.txt"]
+
+
 # ------------------------------------------------------------------------------ bad uploads
 def test_bad_uploads(client, tmp_path):
     good = gsf_bytes(tmp_path)

@@ -43,7 +43,7 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
                     inside = [f.parent, *f.parent.parents][: len(f.relative_to(p).parts) - 1]
                     if any(skip.setdefault(d, _is_output_folder(d)) for d in inside):
                         continue
-                    if f.suffix.lower() in (".txt", ".asc") and not _holds_data(f):
+                    if f.suffix.lower() in (".txt", ".asc") and not io.readable(f):
                         notes.append(f)
                         continue
                     out.append(f)
@@ -66,18 +66,6 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
             seen.add(key)
             unique.append(f)
     return unique
-
-
-def _holds_data(path: Path) -> bool:
-    """Whether a ``.txt``/``.asc`` file is a height map (a WSxM matrix or rows of numbers), not
-    a note or an SEM sidecar file (JEOL, Hitachi) lying beside the images."""
-    from particlesnn import io
-
-    try:
-        io.detect(path)
-    except InputError:
-        return False
-    return True
 
 
 def expand_folders(items) -> list[Path]:

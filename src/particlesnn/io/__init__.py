@@ -111,6 +111,16 @@ def detect(path: str | Path) -> str:
     raise InputError(p, f"unknown or unsupported format (reads {known} ...)")
 
 
+def readable(path: str | Path) -> bool:
+    """Whether the content of ``path`` is of a format particlesnn reads (:func:`detect`): a
+    ``.txt`` that is a note or an SEM sidecar file is not, a WSxM matrix is."""
+    try:
+        detect(path)
+    except InputError:
+        return False
+    return True
+
+
 def _looks_numeric(head: bytes) -> bool:
     text = head.decode("latin-1").lstrip("\ufeff")
     first = text.splitlines()[0] if text.splitlines() else ""
@@ -261,6 +271,6 @@ def validate(hm: HeightMap, path: str | Path | None = None) -> HeightMap:
 
 __all__ = [
     "read", "list_channels", "write", "validate", "detect", "format_name", "in_file_frame",
-    "in_read_frame",
+    "in_read_frame", "readable",
     "SUPPORTED", "WRITABLE", "MIN_SIDE",
 ]

@@ -527,6 +527,7 @@ def create_app(data_dir: str | Path, **limits: Any) -> FastAPI:
         rejected: list[dict[str, Any]] = []
         staging = Path(tempfile.mkdtemp(prefix="upload-", dir=data))
         try:
+            staged: list[tuple[str, str, Path, int]] = []
             for i, f in enumerate(files):
                 display = _safe_display_name(f.filename or f"file{i + 1}")
                 image_id = new_id()
@@ -539,6 +540,11 @@ def create_app(data_dir: str | Path, **limits: Any) -> FastAPI:
                     rejected.append({"file": display, "too_large": True,
                                      "problem": f"{display}: file larger than "
                                                 f"{cfg['max_file_bytes'] / 1024**2:.1f} MiB"})
+                    continue
+                staged.append((image_id, display, path, size))
+            sidecars = _pair_sidecars(staged)
+            for image_id, display, path, size in staged:
+                if path in sidecars:
                     continue
                 problem, shape, too_large = _check_content(path, display, options)
                 if problem:
@@ -556,6 +562,9 @@ def create_app(data_dir: str | Path, **limits: Any) -> FastAPI:
                     dest = store.image_dir(data, image_id)
                     dest.mkdir(parents=True)
                     shutil.move(str(path), dest / path.name)
+                    side = path.with_suffix(".txt")
+                    if side != path and side.is_file():  # a JEOL / Hitachi SEM's scale
+                        shutil.move(str(side), dest / side.name)
                     s.add(ImageRow(id=image_id, set_id=srow.id, position=pos,
                                    original_name=display, stored_name=path.name,
                                    size_bytes=size, rows=shape[0], cols=shape[1]))
@@ -569,9 +578,28 @@ def create_app(data_dir: str | Path, **limits: Any) -> FastAPI:
                             "page": f"/images/{a[0]}", "api": f"/api/images/{a[0]}"}
                            for a in accepted],
                 "rejected": rejected,
+                "sidecars": [{"file": d, "for": sidecars[p]} for _, d, p, _ in staged if p in sidecars],
             }
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+    def _pair_sidecars(staged: list[tuple[str, str, Path, int]]) -> dict[Path, str]:
+        """The text files of an upload that hold no height map and share their stem with an
+        uploaded picture (a JEOL or Hitachi SEM's ``S.txt`` beside ``S.tif``): each is copied
+        beside its picture as the stored name's ``.txt``, where the reader finds the scale.
+        Returns {text file's staged path: the picture's name}."""
+        from particlesnn import io as pio
+        from particlesnn.io.image import EXTENSIONS
+
+        pictures = {Path(d).stem.lower(): (d, p) for _, d, p, _ in staged
+                    if p.suffix.lower() in EXTENSIONS}
+        out: dict[Path, str] = {}
+        for _, display, path, _ in staged:
+            pic = pictures.get(Path(display).stem.lower())
+            if path.suffix.lower() == ".txt" and pic and not pio.readable(path):
+                shutil.copyfile(path, pic[1].with_suffix(".txt"))
+                out[path] = pic[0]
+        return out
 
     def _check_content(path: Path, display: str, options: dict) -> tuple[str, tuple[int, int], bool]:
         """(problem or "", (rows, cols), too_large) from reading the file by its content."""
