@@ -9,6 +9,8 @@ import re
 import struct
 from pathlib import Path
 
+import os
+
 import numpy as np
 import pytest
 
@@ -289,3 +291,20 @@ def test_input_error_names_the_file_or_only_the_problem():
 
     assert str(InputError("data/scan.sxm", "truncated file")) == "scan.sxm: truncated file"
     assert str(InputError(None, "--presets: unknown preset 'x'")) == "--presets: unknown preset 'x'"
+
+
+def test_truncated_tiff_is_one_line_in_the_terminal(tmp_path):
+    """tifffile logs its own complaints; a bad TIFF must still print one line, ours."""
+    import subprocess
+    import sys
+
+    tifffile = pytest.importorskip("tifffile")
+    with tifffile.TiffWriter(tmp_path / "s.tif") as w:
+        for k in range(3):
+            w.write(np.full((256, 256), k, np.uint16), photometric="minisblack")
+    (tmp_path / "cut.tif").write_bytes((tmp_path / "s.tif").read_bytes()[:3000])
+    res = subprocess.run([sys.executable, "-m", "particlesnn", "info", str(tmp_path / "cut.tif")],
+                         capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    lines = [ln for ln in (res.stdout + res.stderr).splitlines() if ln.strip()]
+    assert res.returncode == 1 and len(lines) == 1, lines
+    assert lines[0].startswith("error: cut.tif: corrupt or truncated TIFF"), lines

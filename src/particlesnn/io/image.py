@@ -31,7 +31,9 @@ back into a scalar map:
 """
 from __future__ import annotations
 
+import contextlib
 import io as _io
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -333,6 +335,27 @@ def plane_index(channel: Any) -> int | None:
     return None
 
 
+@contextlib.contextmanager
+def _tifffile_log():
+    """Collect tifffile's log messages instead of letting them reach the terminal (a bad file
+    gets one line, our error; a readable one the messages among its warnings)."""
+    logger = logging.getLogger("tifffile")
+    messages: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage().split("\n")[0][:200])
+
+    handler, propagate = _Collect(logging.WARNING), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
 def _one_image(shape) -> bool:
     return len(shape) == 2 or (len(shape) == 3 and shape[-1] in (3, 4))
 
@@ -344,7 +367,7 @@ def _decode_tiff(path: Path, channel: Any) -> tuple[np.ndarray, np.ndarray | Non
 
     asked = plane_index(channel)
     try:
-        with tifffile.TiffFile(path) as tf:
+        with _tifffile_log() as log, tifffile.TiffFile(path) as tf:
             page = tf.pages[0]
             series = tf.series
             s0 = series[0]
@@ -373,6 +396,8 @@ def _decode_tiff(path: Path, channel: Any) -> tuple[np.ndarray, np.ndarray | Non
             page_rows = page.shape[0]
             photometric = int(page.photometric) if page.photometric is not None else None
             colormap = page.colormap
+        if log:  # what tifffile had to say of a file it could read: the image's warnings
+            info.setdefault("warnings", []).extend(f"TIFF: {m}" for m in log)
     except InputError:
         raise
     except Exception as err:  # tifffile raises many kinds on corrupt input
