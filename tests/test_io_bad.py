@@ -5,11 +5,10 @@ problem (never another exception). Tests that cut real files skip when ../shared
 """
 from __future__ import annotations
 
+import os
 import re
 import struct
 from pathlib import Path
-
-import os
 
 import numpy as np
 import pytest
