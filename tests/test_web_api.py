@@ -219,6 +219,36 @@ def test_sem_picture_with_its_sidecar_scale(client):
     assert r.status_code == 201 and [x["file"] for x in r.json()["rejected"]] == ["notes.txt"]
 
 
+def test_outlines_drawn_on_a_picture_with_an_info_band(client, tmp_path):
+    """An SEM picture whose info band the reader leaves out: outlines drawn on the whole
+    picture in another tool (COCO) are cut to the analysed part on import."""
+    from PIL import Image
+
+    from particlesnn.export import coco
+
+    rng = np.random.default_rng(2)
+    img = (40 + rng.integers(0, 20, (96, 120))).astype(np.uint8)
+    lab = np.zeros((96, 120), np.uint16)
+    yy, xx = np.mgrid[:96, :120]
+    for k, (cy, cx) in enumerate([(20, 20), (25, 70), (50, 100), (60, 40)], 1):
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= 36
+        img[disc], lab[disc] = 210, k
+    img[-14:] = 0
+    img[-8:-5, 8:60] = 255
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    r = upload(client, [("band.png", buf.getvalue())])
+    s = wait_set(client, r.json()["set_id"])
+    iid = s["images"][0]["id"]
+    assert client.get(f"/api/images/{iid}").json()["shape"] == [82, 120]
+    raw = coco.write(tmp_path / "c.json", {"band.png": lab}).read_bytes()
+    r = client.post(f"/api/images/{iid}/annotations", files={"file": ("c.json", raw)})
+    assert r.status_code == 200 and r.json()["count"] == 4, r.text
+    bad = coco.write(tmp_path / "d.json", {"band.png": np.zeros((50, 50), np.uint16) + 1}).read_bytes()
+    r = client.post(f"/api/images/{iid}/annotations", files={"file": ("d.json", bad)})
+    assert r.status_code == 422 and "82 x 120" in r.text
+
+
 # ------------------------------------------------------------------------------ bad uploads
 def test_bad_uploads(client, tmp_path):
     good = gsf_bytes(tmp_path)

@@ -890,7 +890,12 @@ def create_app(data_dir: str | Path, **limits: Any) -> FastAPI:
             original = row.original_name
         if not raw:
             raise HTTPException(422, f"{display}: empty file")
-        labels, fmt = _import_annotations(raw, fmt, display, shape, original)
+        try:
+            meta = json.loads((store.image_dir(data, image_id) / "meta.json").read_text())
+        except (OSError, ValueError):
+            meta = {}
+        frame = (meta.get("file_shape"), meta.get("scanned_region")) if meta.get("file_shape") else None
+        labels, fmt = _import_annotations(raw, fmt, display, shape, original, frame)
         n = int(labels.max(initial=0))
         with lock_for(image_id):
             return _commit_version(image_id, "import", {"file": display, "format": fmt, "count": n},
@@ -1163,10 +1168,10 @@ def _set_report(items: list[tuple], joint: dict, name: str) -> bytes:
         raise _ExportMissing(str(err)) from None
 
 
-def _import_annotations(raw: bytes, fmt: str, display: str, shape, original: str):
+def _import_annotations(raw: bytes, fmt: str, display: str, shape, original: str, frame=None):
     from particlesnn.web import exports
 
-    return exports.import_labels(raw, fmt, display, shape, original)
+    return exports.import_labels(raw, fmt, display, shape, original, frame)
 
 
 def _set_summary_csv(summaries: list[dict], joint: dict) -> str:

@@ -152,16 +152,28 @@ def detect_format(doc: Any) -> str:
 
 
 def import_labels(raw: bytes, fmt: str, display: str, shape: tuple[int, int],
-                  original: str) -> tuple[np.ndarray, str]:
+                  original: str, frame=None) -> tuple[np.ndarray, str]:
     """Label image (rows, cols int32, 1..n) from an uploaded annotation file.
 
     ``fmt``: ``auto`` (from the content), ``labelme``, ``via``, ``coco``, ``imagej`` (a ROI
     zip or one ``.roi``, as the page's "ImageJ ROIs" download; ROIs name no image: they are
     this image's) or ``gwy`` (the mask of a Gwyddion file, as the page's "Gwyddion"
     download). VIA and COCO files may hold several images: the one named ``<stem>.png`` (or
-    with the uploaded file's stem) is used, or the only one. Raises :class:`InputError`
-    naming ``display``.
+    with the uploaded file's stem) is used, or the only one. ``frame`` = (file shape,
+    analysed region [r0, r1, c0, c1]) when the reader left part of the file out (an SEM info
+    band): outlines drawn on the whole file are then cut to the analysed part. Raises
+    :class:`InputError` naming ``display``.
     """
+    if frame is not None:  # drawn on the analysed part (our own downloads) or on the file
+        try:
+            return import_labels(raw, fmt, display, shape, original)
+        except InputError as err:
+            try:
+                labels, kind = import_labels(raw, fmt, display, tuple(frame[0]), original)
+            except InputError:
+                raise err from None
+            r0, r1, c0, c1 = frame[1]
+            return np.ascontiguousarray(labels[r0:r1, c0:c1]), kind
     rows, cols = int(shape[0]), int(shape[1])
     binary = {"gwy": raw[:4] == b"GWYP", "imagej": raw[:4] in (b"PK\x03\x04", b"Iout")}
     for kind, magic in binary.items():  # files that carry no image name: this image's
