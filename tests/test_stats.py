@@ -98,6 +98,25 @@ def test_joint_equals_concatenated():
     assert res["joint"]["density_per_100nm2"] == pytest.approx(100 / 3e4 * 100)
 
 
+def test_density_errors():
+    """Counting error sqrt(N)/A per image and for the set; the set's standard error of the
+    images' densities (two images: half their difference)."""
+    rng = np.random.default_rng(4)
+    a = table(rng.lognormal(1.5, 0.2, 16), image="a")
+    b = table(rng.lognormal(1.5, 0.2, 36), image="b")
+    res = stats.summarize_set(pd.concat([a, b], ignore_index=True),
+                              pd.DataFrame({"image": ["a", "b"], "area_nm2": [1e4, 1e4]}))
+    assert res["per_image"].loc["a", "density_per_um2_poisson"] == pytest.approx(4 / 1e4 * 1e6)
+    assert res["per_image"].loc["b", "density_per_100nm2_poisson"] == pytest.approx(6 / 1e4 * 100)
+    j = res["joint"]
+    assert j["density_per_um2_poisson"] == pytest.approx(math.sqrt(52) / 2e4 * 1e6)
+    assert j["density_per_um2_sem"] == pytest.approx((36 - 16) / 1e4 * 1e6 / 2)
+    one = stats.summarize_set(a, pd.DataFrame({"image": ["a"], "area_nm2": [1e4]}))
+    assert "density_per_um2_sem" not in one["joint"]  # one image: no spread to measure
+    px = stats.summarize_image(table([3.0, 4.0, 5.0, 6.0]), image_shape_px=(100, 100), unit="px")
+    assert px["density_per_mpx_poisson"] == pytest.approx(2 / 1e4 * 1e6)
+
+
 def test_image_without_particles_counts_as_zero():
     a = table([3.0, 4.0], image="a")
     res = stats.summarize_set(a, {"a": {"area_nm2": 100.0}, "empty": {"area_nm2": 100.0}})

@@ -224,7 +224,10 @@ def summarize_image(particles: pd.DataFrame, image_area_nm2: float | None = None
     ``n_sized`` (particles in the size statistics); ``density_per_100nm2``, ``density_per_um2``
     and ``coverage`` (fraction of the image area covered by particles, all particles) when the
     area in nm^2 is known, ``density_per_mpx`` (per 10^6 px) and ``coverage`` when the shape in
-    px is known; per size measure ``<column>_{n,mean,median,std,sem,min,max}``;
+    px is known, each density with its counting error ``<density>_poisson`` (sqrt(count) over
+    the area, 1 sigma; :func:`summarize_set` adds ``<density>_sem`` to a set's joint
+    statistics: the standard error of its images' densities, which includes how patchy the
+    sample is); per size measure ``<column>_{n,mean,median,std,sem,min,max}``;
     ``d_mean_<u>``, ``d_std_<u>``, ``d_sem_<u>``, ``d_mid_surface_<u>``; ``lognorm_mu``,
     ``lognorm_sigma``, ``lognorm_median_<u>``, ``lognorm_mode_<u>``, ``lognorm_mean_<u>``,
     ``lognorm_n``, ``lognorm_ks_stat``, ``lognorm_ks_p``; ``nn_distance_<u>_{n,mean,median,std,
@@ -248,15 +251,19 @@ def summarize_image(particles: pd.DataFrame, image_area_nm2: float | None = None
                            "n_border": int(counted["touches_border"].sum())
                            if "touches_border" in counted.columns else 0,
                            "n_sized": int(len(sized))}
+    poisson = float(np.sqrt(len(counted)))  # counting error of the particle number, 1 sigma
     if a_nm is not None:
         out["image_area_nm2"] = a_nm
         out["density_per_100nm2"] = len(counted) / a_nm * 100.0
         out["density_per_um2"] = len(counted) / a_nm * 1e6
+        out["density_per_100nm2_poisson"] = poisson / a_nm * 100.0
+        out["density_per_um2_poisson"] = poisson / a_nm * 1e6
         if "area_nm2" in counted.columns and (unit == "nm" or not len(counted)):
             out["coverage"] = float(counted["area_nm2"].sum()) / a_nm
     if a_px is not None:
         out["image_area_px2"] = a_px
         out["density_per_mpx"] = len(counted) / a_px * 1e6
+        out["density_per_mpx_poisson"] = poisson / a_px * 1e6
         if "coverage" not in out and "area_px2" in counted.columns:
             out["coverage"] = float(counted["area_px2"].sum()) / a_px
     out.update(_size_block(sized, unit, lognormal=lognormal))
@@ -393,6 +400,16 @@ def summarize_set(particles: pd.DataFrame, images: pd.DataFrame | Mapping | None
             counted = select(particles, include_border=True, min_diameter=min_diameter,
                              max_diameter=max_diameter, unit=unit)
             joint["coverage"] = float(counted["area_px2"].sum()) / tot_px
+    if have_px and all_names:
+        joint["density_per_mpx_poisson"] = float(np.sqrt(joint["count"])) / tot_px * 1e6
+    # how much the density varies from image to image: the standard error of the images'
+    # densities (their spread, unlike the counting error, includes the sample's own patchiness)
+    for key in ("density_per_um2", "density_per_100nm2", "density_per_mpx"):
+        if key in joint and key in per_image.columns:
+            d = per_image[key].to_numpy(dtype=float)
+            d = d[np.isfinite(d)]
+            if d.size >= 2:
+                joint[f"{key}_sem"] = float(np.std(d, ddof=1) / np.sqrt(d.size))
     joint["n_images"] = len(all_names)
     return {"per_image": per_image, "joint": joint, "length_unit": unit}
 

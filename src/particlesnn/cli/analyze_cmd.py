@@ -252,15 +252,17 @@ def _summary_table(results, failed, set_stats, command: str = "analyze"):
     from rich.table import Table
 
     t = Table(title=f"particlesnn {command}", show_lines=False)
-    for c in ("image", "particles", "density", "mean d ± SEM", "seconds", "notes"):
+    for c in ("image", "particles", "density ± error", "mean d ± SEM", "seconds", "notes"):
         t.add_column(c, justify="right" if c not in ("image", "notes") else "left")
 
     def fmt(s):
         u = s.get("length_unit", "px")
         d = s.get(f"d_mean_{u}")
         e = s.get(f"d_sem_{u}")
-        dens = (f"{_plain(s['density_per_um2'])} /µm²" if "density_per_um2" in s
-                else f"{_plain(s.get('density_per_mpx', float('nan')))} /Mpx")
+        key = "density_per_um2" if "density_per_um2" in s else "density_per_mpx"
+        err = s.get(f"{key}_sem", s.get(f"{key}_poisson"))  # images' spread, else counting
+        dens = (f"{value_pm(s.get(key, float('nan')), err)} "
+                f"{'/µm²' if key == 'density_per_um2' else '/Mpx'}")
         return dens, "–" if d is None or d != d else f"{value_pm(d, e)} {u}"
 
     rows = _rows_of(results)

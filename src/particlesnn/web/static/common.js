@@ -67,7 +67,9 @@ PNN.KEY_STATS = [
   [/^d_mean_(nm|px)$/, "mean diameter"], [/^d_std_(nm|px)$/, "std of diameter"], [/^d_sem_(nm|px)$/, "SEM of mean diameter"],
   [/^eq_diameter_(nm|px)_median$/, "median diameter"], [/^d_mid_surface_(nm|px)$/, "mid-surface diameter"],
   [/^lognorm_median_(nm|px)$/, "log-normal median"], [/^height_max_.*_mean$/, "mean height"],
-  [/^density_per_um2$/, "density, µm⁻²"], [/^density_per_mpx$/, "density, per Mpx"], [/^coverage$/, "coverage"],
+  [/^density_per_um2$/, "density, µm⁻²"], [/^density_per_um2_sem$/, "SEM of the images' densities, µm⁻²"],
+  [/^density_per_um2_poisson$/, "counting error of the density, µm⁻²"],
+  [/^density_per_mpx$/, "density, per Mpx"], [/^coverage$/, "coverage"],
   [/^nn_distance_(nm|px)_mean$/, "mean nearest-neighbour distance"],
   [/^clark_evans_r$/, "Clark-Evans ratio (1 random, <1 clustered)"],
 ];

@@ -29,7 +29,9 @@
       tr.appendChild(PNN.el("td", {}, im.status === "done" ? PNN.fmt(s.count) : ""));
       const d = pick(s, /^d_mean_(nm|px)$/), dsem = pick(s, /^d_sem_(nm|px)$/);
       tr.appendChild(PNN.el("td", {}, d[0] ? `${PNN.fmt(d[1])}${dsem[0] && dsem[1] !== null ? " ± " + PNN.fmt(+dsem[1].toPrecision(2)) : ""} ${PNN.unitOf(d[0])}` : ""));
-      tr.appendChild(PNN.el("td", {}, PNN.fmt(s.density_per_um2)));
+      const derr = s.density_per_um2_poisson;  // counting error, one sigma
+      tr.appendChild(PNN.el("td", {}, typeof s.density_per_um2 !== "number" ? "" : PNN.fmt(s.density_per_um2)
+        + (typeof derr === "number" && derr > 0 ? " ± " + PNN.fmt(+derr.toPrecision(2)) : "")));
       tr.appendChild(PNN.el("td", {}, typeof s.coverage === "number" ? (100 * s.coverage).toFixed(1) + " %" : ""));
       tr.appendChild(PNN.el("td", {}, im.status === "done" ? PNN.fmt(+im.seconds.toFixed(2)) : ""));
       tr.onclick = (e) => { if (e.target.tagName !== "A") window.location.href = im.page; };
