@@ -117,6 +117,27 @@ def test_density_errors():
     assert px["density_per_mpx_poisson"] == pytest.approx(2 / 1e4 * 1e6)
 
 
+def test_group_table_density_coverage_and_spacing():
+    """Per group: density pooled over its images' area with the SEM of its images' densities,
+    pooled coverage, and the nearest-neighbour spacing (border particles included)."""
+    a1 = table(np.full(10, 4.0), image="a1").assign(nn_distance_nm=10.0)
+    a2 = table(np.full(30, 4.0), image="a2").assign(nn_distance_nm=6.0)
+    b1 = table(np.full(5, 4.0), border=[True] + [False] * 4, image="b1").assign(nn_distance_nm=20.0)
+    p = pd.concat([a1, a2, b1], ignore_index=True)
+    images = pd.DataFrame({"image": ["a1", "a2", "b1"], "area_nm2": [1e4, 1e4, 2e4]})
+    per_image = stats.summarize_set(p, images)["per_image"]
+    groups = {"a1": "fresh", "a2": "fresh", "b1": "annealed"}
+    t = stats.group_table(p, groups, per_image=per_image)
+    assert t.loc["fresh", "density_per_um2"] == pytest.approx(40 / 2e4 * 1e6)
+    assert t.loc["fresh", "density_per_um2_image_sem"] == pytest.approx(1000.0)
+    assert t.loc["annealed", "count"] == 5 and t.loc["annealed", "n_particles"] == 4
+    assert t.loc["fresh", "coverage"] == pytest.approx(40 * math.pi * 4.0 / 2e4)
+    assert t.loc["fresh", "nn_distance_nm_mean"] == pytest.approx((10 * 10 + 30 * 6) / 40)
+    assert t.loc["fresh", "nn_distance_nm_image_mean_sem"] == pytest.approx(2.0)
+    assert t.loc["annealed", "nn_distance_nm_mean"] == pytest.approx(20.0)
+    assert "density_per_um2" not in stats.group_table(p, groups).columns  # no areas given
+
+
 def test_image_without_particles_counts_as_zero():
     a = table([3.0, 4.0], image="a")
     res = stats.summarize_set(a, {"a": {"area_nm2": 100.0}, "empty": {"area_nm2": 100.0}})

@@ -447,7 +447,8 @@ def group_table(particles: pd.DataFrame, groups: pd.DataFrame | Mapping[Any, Any
                 measures: Sequence[str] = ("eq_diameter", "length", "width", "height_max",
                                            "area"),
                 include_border: bool = False, min_diameter: float | None = None,
-                max_diameter: float | None = None) -> pd.DataFrame:
+                max_diameter: float | None = None,
+                per_image: pd.DataFrame | None = None) -> pd.DataFrame:
     """Side-by-side table of groups: one row per group.
 
     Columns: ``length_unit`` (of the group: nm when all its particles have a scale, so a
@@ -455,7 +456,12 @@ def group_table(particles: pd.DataFrame, groups: pd.DataFrame | Mapping[Any, Any
     ``n_images``, ``n_particles`` (sized particles), and for each measure column
     ``<col>_mean``, ``<col>_sem`` (over particles), ``<col>_std``, ``<col>_median``, plus
     ``<col>_image_mean_sem`` (SEM of the per-image means: the spread between images, the honest
-    error when images are the replicates).
+    error when images are the replicates). The spacing: ``nn_distance_<u>_mean`` /
+    ``_image_mean_sem`` (every particle after the size filters, border ones included, as in
+    :func:`summarize_image`). With ``per_image`` (:func:`summarize_set`'s table, index image):
+    ``count`` (every particle), ``density_per_um2`` (or ``density_per_mpx`` without a scale:
+    the group's particles over its images' area), ``<density>_image_sem`` (SEM of its images'
+    densities) and ``coverage`` (pooled over the images' area).
     """
     unit = length_unit(particles)
     grp = _grouped(particles, groups) if len(particles) else pd.Series(dtype=object)
@@ -478,9 +484,34 @@ def group_table(particles: pd.DataFrame, groups: pd.DataFrame | Mapping[Any, Any
                 row[f"{c}_{k}"] = d[k]
             per_img = sub.groupby("image")[c].mean().to_numpy(float) if len(sub) else []
             row[f"{c}_image_mean_sem"] = describe(per_img)["sem"]
+        c = column(particles, "nn_distance", u)
+        if c is not None:
+            counted = select(mine, include_border=True, min_diameter=min_diameter,
+                             max_diameter=max_diameter, unit=u)
+            row[f"{c}_mean"] = describe(counted[c].to_numpy(float))["mean"]
+            per_img = counted.groupby("image")[c].mean().to_numpy(float) if len(counted) else []
+            row[f"{c}_image_mean_sem"] = describe(per_img)["sem"]
+        if per_image is not None and len(per_image):
+            row.update(_group_density(per_image.loc[[i for i in imgs_in_group
+                                                     if i in per_image.index]]))
         rows.append(row)
     out = pd.DataFrame(rows).set_index("group")
     out.attrs["length_unit"] = unit
+    return out
+
+
+def _group_density(pi: pd.DataFrame) -> dict[str, float]:
+    """Count, density, its images' SEM and coverage of the images ``pi`` (rows of
+    :func:`summarize_set`'s per-image table), pooled over their area."""
+    out: dict[str, float] = {"count": int(pi["count"].sum())} if "count" in pi else {}
+    for key, area in (("density_per_um2", "image_area_nm2"), ("density_per_mpx", "image_area_px2")):
+        if key in pi and area in pi and len(pi) and pi[area].notna().all():
+            a = pi[area].to_numpy(float)
+            out[key] = float(pi["count"].sum() / a.sum() * 1e6)
+            out[f"{key}_image_sem"] = describe(pi[key].to_numpy(float))["sem"]
+            if "coverage" in pi and pi["coverage"].notna().all():
+                out["coverage"] = float((pi["coverage"].to_numpy(float) * a).sum() / a.sum())
+            break
     return out
 
 

@@ -485,7 +485,8 @@ def _write_set(entries: Sequence[_Entry], outdir: Path, *, options: dict | None,
             figs["diameter_per_image"] = plots.set_histograms(particles, include_border=include_border)
     if groups and entries:
         groups = {e.name: groups[e.name] for e in entries}
-        stats.group_table(particles, groups, include_border=include_border).to_csv(outdir / "groups.csv")
+        stats.group_table(particles, groups, include_border=include_border,
+                          per_image=set_stats.get("per_image")).to_csv(outdir / "groups.csv")
         if len(set(groups.values())) > 1:
             stats.compare_groups(particles, groups, include_border=include_border).to_csv(
                 outdir / "group_tests.csv", index=False)
