@@ -281,9 +281,10 @@ def info_band_rows(arr: np.ndarray) -> int:
 
     The band is the run of bottom rows that are mostly (:data:`BAND_ROW_FLAT`) one flat colour,
     the same in all of them except for uniform separator lines; rows through its text need
-    only :data:`BAND_TEXT_FLAT` when flat rows of the band lie above them. It counts only when the image above it is clearly less flat (:data:`BAND_ABOVE_FLAT`,
-    :data:`BAND_STEP`), it is :data:`BAND_MIN_ROWS` to :data:`BAND_MAX_FRAC` of the rows and it
-    is not the bottom of a frame drawn round the image.
+    only :data:`BAND_TEXT_FLAT` when flat rows of the band lie above them. It counts only when
+    the image above it is clearly less flat (:data:`BAND_ABOVE_FLAT`, :data:`BAND_STEP`), it is
+    :data:`BAND_MIN_ROWS` to :data:`BAND_MAX_FRAC` of the rows and it is not the bottom of a
+    frame drawn round the image.
     """
     a = np.asarray(arr)
     if a.ndim == 3:
