@@ -298,11 +298,10 @@ def info_band_rows(arr: np.ndarray) -> int:
         return 0
     look = min(rows, limit + 24)
     bottom_up = a[rows - look:][::-1]
-    modes, fracs = _row_modes(bottom_up)
-    if fracs[0] < BAND_ROW_FLAT:
+    (ref,), (flat,) = _row_modes(bottom_up[:1])
+    if flat < BAND_ROW_FLAT:  # most pictures: no flat bottom row, no band
         return 0
-    ref = modes[0]  # the band's colour
-    share = (bottom_up == ref).mean(axis=1)
+    share = (bottom_up == ref).mean(axis=1)  # the band's colour in each row
     # rows through its text are less flat: they count when flat rows of the band lie above them
     band, i, text_rows = 0, 0, max(16, rows // 25)
     while i < look and share[i] >= BAND_TEXT_FLAT and i - band < text_rows:
@@ -311,10 +310,11 @@ def info_band_rows(arr: np.ndarray) -> int:
         i += 1
     if not BAND_MIN_ROWS <= band <= limit:
         return 0
+    _, fracs = _row_modes(bottom_up[band: band + 23])  # the rows just above the band
     sep = 0  # uniform separator lines between the band and the image
-    while sep < 3 and band + sep < look and fracs[band + sep] >= 0.9:
+    while sep < 3 and sep < len(fracs) and fracs[sep] >= 0.9:
         sep += 1
-    above = fracs[band + sep: band + sep + 20]
+    above = fracs[sep: sep + 20]
     if above.size < 8 or float(np.median(above)) > min(BAND_ABOVE_FLAT,
                                                         float(np.median(share[:band])) - BAND_STEP):
         return 0
