@@ -184,6 +184,26 @@ def test_detect_command(tmp_path):
     assert res.exit_code == 2 and "unknown polarity" in res.output
 
 
+def test_detect_on_a_chosen_plane_of_a_tiff_stack(tmp_path):
+    """detect --channel picks a TIFF stack's plane (an empty plane 0, the particles on 1)."""
+    import tifffile
+    from typer.testing import CliRunner
+
+    from particlesnn.cli import app
+
+    img, truth = _cap_field(size=128)
+    grey = np.round(40 + 180 * (img - img.min()) / np.ptp(img)).astype(np.uint8)
+    flat = np.full_like(grey, 40) + np.random.default_rng(0).integers(0, 3, grey.shape).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "s.tif", np.stack([flat, grey]), photometric="minisblack")
+    found = {}
+    for ch in ("0", "1"):
+        res = CliRunner().invoke(app, ["detect", str(tmp_path / "s.tif"), "--out",
+                                       str(tmp_path / f"o{ch}"), "--channel", ch])
+        assert res.exit_code == 0, res.output
+        found[ch] = int(tifffile.imread(tmp_path / f"o{ch}" / "s.labels.tif").max())
+    assert found["0"] <= 1 and abs(found["1"] - truth.max()) <= 2, found
+
+
 def test_detect_goes_on_past_an_unreadable_file(tmp_path):
     # a folder holding a good map and a truncated file: the good one is written, the bad one
     # named on one line, exit status 1 (some inputs failed; 2 is for bad options)

@@ -38,6 +38,8 @@ def detect(
                                 "standard | textured (small particles on a lumpy support)."),
     polarity: str = typer.Option("auto", help="auto | bright (particles brighter than the "
                                  "background) | dark."),
+    channel: Optional[str] = typer.Option(None, help="Channel to detect on (default: height/"
+                                          "topography; a TIFF stack's plane number)."),
 ) -> None:
     """Find particles: write OUT/STEM.labels.tif (uint16) and OUT/STEM.scores.txt per file.
 
@@ -68,7 +70,7 @@ def detect(
     failed = 0
     for f, name in zip(paths, output_names(paths)):
         try:
-            _detect_one(f, out, method, det, diameter, profile, polarity, name)
+            _detect_one(f, out, method, det, diameter, profile, polarity, name, channel)
         except InputError as e:
             failed += 1
             say_failed(err, f, e.problem, alone=len(paths) == 1)
@@ -77,7 +79,7 @@ def detect(
 
 
 def _detect_one(f: Path, out: Path, method: str, det, diameter, profile: str, polarity: str,
-                stem: str) -> None:
+                stem: str, channel: str | None = None) -> None:
     """``detect`` on one file: write ``stem``'s label image and scores, print one line (``stem``:
     the file's, or :func:`~particlesnn.cli.analyze_cmd.output_names`' where stems repeat)."""
     import numpy as np
@@ -88,7 +90,7 @@ def _detect_one(f: Path, out: Path, method: str, det, diameter, profile: str, po
     from particlesnn.preprocess import level
     from particlesnn.segment import segment_oriented
 
-    hm = read(f)
+    hm = read(f, channel=channel)
     if method == "model":
         _, used, seg = segment_oriented(level(hm), polarity, "model",
                                         diameter=diameter, model=det, profile=profile)
