@@ -698,3 +698,24 @@ def test_folder_text_files_that_are_not_height_maps_are_ignored(tmp_path):
     (d / "b.txt").write_text(text[: len(text) // 2])  # a WSxM header, its matrix cut short
     res = _run(["analyze", str(d), "--out", str(tmp_path / "o2"), "--method", "threshold"])
     assert res.exit_code == 1 and "b.txt" in res.output, res.output
+
+
+def test_set_density_error_is_never_below_counting(synthetic_folder, tmp_path):
+    """Two copies of one map agree exactly (images' SEM 0): the ALL row's density still
+    carries the counting error sqrt(N) / area, which the images' spread cannot undercut."""
+    import shutil
+
+    d, _ = synthetic_folder
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        shutil.copy(d / "field0.gsf", tmp_path / sub / "field0.gsf")
+    res = CliRunner().invoke(app, ["analyze", str(tmp_path / "a"), str(tmp_path / "b"), "--out",
+                                   str(tmp_path / "o"), "--method", "watershed"],
+                             env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    summ = pd.read_csv(tmp_path / "o" / "summary.csv").set_index("image")
+    assert summ.loc["ALL", "density_per_um2_sem"] == 0
+    n, area = summ.loc["ALL", "count"], summ.loc["ALL", "image_area_nm2"]
+    assert summ.loc["ALL", "density_per_um2_poisson"] == pytest.approx(np.sqrt(n) / area * 1e6)
+    row = next(ln for ln in res.output.splitlines() if "ALL" in ln)
+    assert "±" in row.split("│")[3], row

@@ -260,7 +260,11 @@ def _summary_table(results, failed, set_stats, command: str = "analyze"):
         d = s.get(f"d_mean_{u}")
         e = s.get(f"d_sem_{u}")
         key = "density_per_um2" if "density_per_um2" in s else "density_per_mpx"
-        err = s.get(f"{key}_sem", s.get(f"{key}_poisson"))  # images' spread, else counting
+        # the larger of the counting error and the images' spread (a few images can agree
+        # better than counting allows: the counting error is a floor)
+        errs = [e for e in (s.get(f"{key}_sem"), s.get(f"{key}_poisson"))
+                if e is not None and e == e]
+        err = max(errs) if errs else None
         dens = (f"{value_pm(s.get(key, float('nan')), err)} "
                 f"{'/µm²' if key == 'density_per_um2' else '/Mpx'}")
         return dens, "–" if d is None or d != d else f"{value_pm(d, e)} {u}"
