@@ -432,7 +432,7 @@ def test_tiff_stack_planes_are_channels(tmp_path):
     hm = image.read(tmp_path / "s.tif")
     assert hm.channel == "plane 0" and hm.data[0, 0] == 10
     assert hm.metadata["channels"] == ["plane 0", "plane 1", "plane 2"]
-    assert any("3 planes" in w and "--channel" in w for w in hm.metadata["warnings"])
+    assert any("3 planes" in w and "channel option, 1-2" in w for w in hm.metadata["warnings"])
     assert pio.list_channels(tmp_path / "s.tif") == ["plane 0", "plane 1", "plane 2"]
     for ch in ("2", "plane 2", 2):
         two = pio.read(tmp_path / "s.tif", channel=ch)

@@ -427,8 +427,8 @@ def _decode_tiff(path: Path, channel: Any) -> tuple[np.ndarray, np.ndarray | Non
         info["tiff_planes"], info["tiff_plane"] = int(n), k
         if asked is None:
             info.setdefault("warnings", []).append(
-                f"TIFF stack of {info['tiff_planes']} planes: plane 0 read "
-                f"(--channel 1..{info['tiff_planes'] - 1} for another)")
+                f"TIFF stack of {info['tiff_planes']} planes: plane 0 read (the channel "
+                f"option, 1-{info['tiff_planes'] - 1}, picks another)")
     elif asked not in (None, 0):
         raise InputError(path, f"no plane {asked} (the TIFF holds one image)")
     if arr.ndim == 3 and arr.shape[-1] == 4:
