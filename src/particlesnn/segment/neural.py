@@ -231,7 +231,8 @@ def run_profile(get_maps, name: str, factors, thresholds: dict, shape: tuple[int
         if why is not None and shape[0] * shape[1] > UPSCALE_MAX_PIXELS:
             skipped, why = (f"small particles ({why}) on an image over {UPSCALE_MAX_PIXELS / 1e6:.1f} "
                             "Mpx: not inferred enlarged (time, memory), so the faintest and "
-                            "smallest may be missed; give --diameter, or analyse crops"), None
+                            "smallest may be missed; give the typical diameter (--diameter, or "
+                            "the upload form's 'Typical diameter'), or analyse crops"), None
         if why is not None:
             cands += decode_profile([(get_maps(UPSCALE_FACTOR), UPSCALE_FACTOR)], th)
             seg = merge_instances(cands, shape)
