@@ -524,7 +524,8 @@ def _write_set(entries: Sequence[_Entry], outdir: Path, *, options: dict | None,
 #: What an option left unset (None) means, for the report (a blank cell said nothing).
 _UNSET = {"diameter": "none (multi-scale)", "pixel_size": "from the file",
           "min_size": "none", "max_size": "none", "refine": "auto (height maps in nm)",
-          "channel": "height", "scale_bar": "none", "model": "shipped default"}
+          "channel": "default (height or topography; a picture's grey or colours; a stack's plane 0)",
+          "scale_bar": "none", "model": "shipped default"}
 
 
 def _option_text(key: str, value):
