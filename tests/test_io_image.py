@@ -551,3 +551,25 @@ def test_jeol_and_hitachi_sidecar_scale(tmp_path):
     for name in ("s.png", "n.png"):
         other = image.read(tmp_path / name)
         assert other.pixel_size is None and "sidecar" not in other.metadata["image"], name
+
+
+def test_digitalmicrograph_tiff_scale(tmp_path):
+    """A TIFF saved by Gatan DigitalMicrograph keeps its calibration in private tags: scale
+    (65010 x, 65009 y) in the units of 65004 / 65003."""
+    tifffile = pytest.importorskip("tifffile")
+    img = (smooth_map() * 3000).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "dm.tif", img, extratags=[
+        (65003, "s", 0, "nm", True), (65004, "s", 0, "nm", True),
+        (65009, "d", 1, 0.0625, True), (65010, "d", 1, 0.0625, True)])
+    hm = image.read(tmp_path / "dm.tif")
+    assert hm.pixel_size == pytest.approx((0.0625, 0.0625))
+    assert hm.metadata["image"]["tiff_scale_from"] == "DigitalMicrograph"
+    tifffile.imwrite(tmp_path / "um.tif", img, extratags=[
+        (65003, "s", 0, "µm".encode("latin-1"), True), (65004, "s", 0, "µm".encode("latin-1"), True),
+        (65009, "f", 1, 0.002, True), (65010, "f", 1, 0.002, True)])
+    assert image.read(tmp_path / "um.tif").pixel_size == pytest.approx((2.0, 2.0), rel=1e-6)
+    tifffile.imwrite(tmp_path / "rec.tif", img, extratags=[
+        (65003, "s", 0, "1/nm", True), (65004, "s", 0, "1/nm", True),  # a diffraction pattern
+        (65009, "d", 1, 0.01, True), (65010, "d", 1, 0.01, True)])
+    rec = image.read(tmp_path / "rec.tif")
+    assert rec.pixel_size is None and any("not a length" in w for w in rec.metadata["warnings"])

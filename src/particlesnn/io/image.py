@@ -19,10 +19,10 @@ back into a scalar map:
 * the pixel size (nm/px) comes from ``pixel_size``, else from ``scale_bar`` (the length in nm
   of the burnt-in bar, measured as the longest straight horizontal run of annotation), else from
   the TIFF's own scale: an ImageJ TIFF whose unit is a length (a scale set in Fiji), an FEI /
-  Thermo Fisher SEM/FIB TIFF (``[Scan] PixelWidth``) or a Zeiss SmartSEM TIFF (``Image Pixel
-  Size``), else from the text file a JEOL or Hitachi SEM saves beside the picture
-  (:func:`sidecar_scale`); otherwise it is ``None`` (print resolutions in dots per inch are
-  not a scale);
+  Thermo Fisher SEM/FIB TIFF (``[Scan] PixelWidth``), a Zeiss SmartSEM TIFF (``Image Pixel
+  Size``) or a TIFF saved by Gatan DigitalMicrograph (its calibration tags), else from the
+  text file a JEOL or Hitachi SEM saves beside the picture (:func:`sidecar_scale`); otherwise
+  it is ``None`` (print resolutions in dots per inch are not a scale);
 * the data bar that FEI microscopes append below the image (the TIFF is taller than the
   scan's ``[Image] ResolutionY``) is left out, and so is an info band burnt along the bottom
   (:func:`info_band_rows`: full-width rows of one flat colour with text, as SEM/TEM software
@@ -160,10 +160,33 @@ def _zeiss_pixel_size(tf: Any) -> tuple[tuple[float, float] | None, str | None]:
     return None, "Zeiss SEM TIFF without a usable Image Pixel Size; pixel size ignored"
 
 
+def _dm_pixel_size(tf: Any) -> tuple[tuple[float, float] | None, str | None]:
+    """nm/px from a TIFF saved by Gatan DigitalMicrograph: its private tags 65009 / 65010
+    (scale of the two image axes) in the units of tags 65003 / 65004."""
+    tags = tf.pages[0].tags
+    if 65009 not in tags and 65010 not in tags:
+        return None, None
+    out = []
+    for scale, unit in ((65010, 65004), (65009, 65003)):  # x, then y
+        try:
+            v = tags[scale].value
+            v = float(v[0] if isinstance(v, (tuple, list)) else v)
+            u = tags[unit].value
+            u = (u.decode("latin-1") if isinstance(u, bytes) else str(u)).strip("\x00 ")
+        except (KeyError, TypeError, ValueError, IndexError):
+            return None, "DigitalMicrograph TIFF without a usable scale; pixel size ignored"
+        f = length_factor(u)
+        if f is None:
+            return None, f"DigitalMicrograph TIFF unit {u!r} is not a length; pixel size ignored"
+        out.append(v * f)
+    return (out[0], out[1]), None
+
+
 #: The TIFF dialects whose pixel size is read, first found wins: ImageJ (a scale the user set
-#: in Fiji), FEI / Thermo Fisher and Zeiss SEM (written by the microscope).
+#: in Fiji), FEI / Thermo Fisher and Zeiss SEM, Gatan DigitalMicrograph (written by the
+#: microscope's software).
 _TIFF_SCALES = (("ImageJ", _imagej_pixel_size), ("FEI", _fei_pixel_size),
-                ("Zeiss", _zeiss_pixel_size))
+                ("Zeiss", _zeiss_pixel_size), ("DigitalMicrograph", _dm_pixel_size))
 
 
 def _tiff_pixel_size(tf: Any) -> tuple[tuple[float, float] | None, str | None, list[str]]:
