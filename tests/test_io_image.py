@@ -453,6 +453,13 @@ def test_tiff_stack_planes_are_channels(tmp_path):
         first, last = image.read(tmp_path / name), image.read(tmp_path / name, channel="2")
         assert first.metadata["channels"] == ["plane 0", "plane 1", "plane 2"], name
         assert (first.data[0, 0], last.data[0, 0]) == (10, 30), name
+    # an ImageJ hyperstack (times x channels): its planes in order, t0c0 t0c1 t0c2 t1c0 ...
+    hyper = np.stack([np.stack([np.full((H, W), 100 * t + 10 * c, np.uint16) for c in range(3)])
+                      for t in range(2)])
+    tifffile.imwrite(tmp_path / "hyper.tif", hyper, imagej=True, metadata={"axes": "TCYX"})
+    h0 = image.read(tmp_path / "hyper.tif")
+    assert h0.shape == (H, W) and len(h0.metadata["channels"]) == 6
+    assert image.read(tmp_path / "hyper.tif", channel="4").data[0, 0] == 110
     # an RGB TIFF stored plane by plane is a colour picture, not a stack
     rgb = render(smooth_map(), "viridis")
     tifffile.imwrite(tmp_path / "rgb.tif", np.moveaxis(rgb, -1, 0), photometric="rgb",

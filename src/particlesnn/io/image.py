@@ -400,9 +400,10 @@ def _decode_tiff(path: Path, channel: Any) -> tuple[np.ndarray, np.ndarray | Non
             if len(series) > 1 and _one_image(s0.shape) and \
                     all(tuple(x.shape) == tuple(s0.shape) for x in series):
                 n, pick = len(series), (lambda k: series[k].asarray())  # a page per image
-            elif not _one_image(s0.shape) and len(s0.shape) in (3, 4) and \
-                    len(s0.pages) == s0.shape[0] > 1:
-                n, pick = s0.shape[0], (lambda k: s0.asarray(key=k))  # one series of pages
+            elif not _one_image(s0.shape) and len(s0.pages) > 1 and \
+                    _one_image(tuple(s0.pages[0].shape)):
+                # one series of pages (frames; an ImageJ hyperstack's times x channels, in order)
+                n, pick = len(s0.pages), (lambda k: s0.asarray(key=k))
             if n:
                 k = 0 if asked is None else asked
                 if not 0 <= k < n:
@@ -440,8 +441,10 @@ def _decode_tiff(path: Path, channel: Any) -> tuple[np.ndarray, np.ndarray | Non
         arr = (np.iinfo(arr.dtype).max - arr).astype(arr.dtype)
     if photometric == 2 and arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] > 4:
         arr = np.moveaxis(arr, 0, -1)  # RGB stored plane by plane (planar configuration 2)
-    # pick one plane of a stack read whole: (S, H, W) or (S, H, W, C)
-    if not n and (arr.ndim == 4 or (arr.ndim == 3 and arr.shape[-1] not in (3, 4))):
+    # pick one plane of a stack read whole: (S..., H, W) or (S..., H, W, C)
+    if not n and (arr.ndim >= 4 or (arr.ndim == 3 and arr.shape[-1] not in (3, 4))):
+        image_dims = 3 if arr.shape[-1] in (3, 4) and arr.ndim >= 4 else 2
+        arr = arr.reshape((-1, *arr.shape[arr.ndim - image_dims:]))
         n, k = int(arr.shape[0]), 0 if asked is None else asked
         if not 0 <= k < n:
             raise InputError(path, f"no plane {k} (the TIFF holds planes 0-{n - 1})")
