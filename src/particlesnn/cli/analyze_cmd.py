@@ -262,8 +262,8 @@ def _summary_table(results, failed, set_stats, command: str = "analyze"):
         key = "density_per_um2" if "density_per_um2" in s else "density_per_mpx"
         # the larger of the counting error and the images' spread (a few images can agree
         # better than counting allows: the counting error is a floor)
-        errs = [e for e in (s.get(f"{key}_sem"), s.get(f"{key}_poisson"))
-                if e is not None and e == e]
+        errs = [x for x in (s.get(f"{key}_sem"), s.get(f"{key}_poisson"))
+                if x is not None and x == x]
         err = max(errs) if errs else None
         dens = (f"{value_pm(s.get(key, float('nan')), err)} "
                 f"{'/µm²' if key == 'density_per_um2' else '/Mpx'}")
