@@ -16,7 +16,8 @@ edges without data (an unfinished scan) are cut off, so the map is the scanned p
 (``metadata["scanned_region"]`` = [r0, r1, c0, c1] in the file's frame, ``file_shape``, a
 warning; :func:`in_file_frame` puts a label image back in the file's frame,
 :func:`in_read_frame` cuts one drawn on the whole file); plain images leave out an SEM info
-band or FEI data bar along the bottom the same way; other NaN/inf pixels are filled with the nearest valid value and ``metadata["warnings"]`` /
+band or FEI data bar along the bottom the same way; other NaN/inf pixels are filled with the
+nearest valid value and ``metadata["warnings"]`` /
 ``metadata["nan_filled"]`` say how many.
 
 Readers accept what the file holds; :func:`validate` is the stricter check that analysis
